@@ -1,0 +1,195 @@
+"""Thin modules over :mod:`mrcnn_np.functional`: they hold parameters and their gradients, nothing more.
+
+A module's ``forward(x)`` calls the op's ``*_forward`` and pushes the cache on a stack; ``backward(dout)``
+pops the latest cache, calls ``*_backward``, *adds* the parameter gradients into ``Parameter.grad`` and
+returns the input gradient. The stack is what lets one module be applied several times per step (the
+RPN head is shared by every FPN level): backward runs in reverse order, so last in is first out.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import functional as F
+from .backend import xp as _xp
+
+__all__ = ["Parameter", "Module", "Conv2d", "ConvTranspose2d", "Linear", "GroupNorm", "ReLU",
+           "MaxPool2d"]
+
+
+class Parameter:
+    """An array ``data`` with the gradient ``grad`` accumulated into it (zeros after ``zero_grad``)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = _xp().zeros_like(data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+
+class Module:
+    """Base class: finds its parameters and sub-modules among its attributes (lists included)."""
+
+    def __init__(self):
+        self._caches = []
+
+    def named_parameters(self, prefix=""):
+        """``{"body.conv1.weight": Parameter, ...}`` in attribute order."""
+        out = {}
+        for name, value in vars(self).items():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for i, item in enumerate(items):
+                key = f"{prefix}{name}" + (f".{i}" if isinstance(value, (list, tuple)) else "")
+                if isinstance(item, Parameter):
+                    out[key] = item
+                elif isinstance(item, Module):
+                    out.update(item.named_parameters(key + "."))
+        return out
+
+    def zero_grad(self):
+        for p in self.named_parameters().values():
+            p.grad[...] = 0
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _push(self, cache):
+        self._caches.append(cache)
+
+    def _pop(self):
+        if not self._caches:
+            raise RuntimeError(f"{type(self).__name__}.backward called more times than forward")
+        return self._caches.pop()
+
+
+def _kaiming(shape, fan_in, rng, dtype):
+    """He-normal initialisation, std = sqrt(2 / fan_in): keeps activations' scale through ReLUs."""
+    return _xp().asarray(rng.standard_normal(shape) * math.sqrt(2.0 / fan_in), dtype=dtype)
+
+
+class Conv2d(Module):
+    """y = conv2d(x, weight, bias); weight (C_out, C_in, k, k)."""
+
+    def __init__(self, c_in, c_out, kernel_size, stride=1, padding=0, bias=True, rng=None,
+                 dtype="float32", std=None):
+        super().__init__()
+        rng = rng if rng is not None else np.random.default_rng(0)
+        shape = (c_out, c_in, kernel_size, kernel_size)
+        w = (_kaiming(shape, c_in * kernel_size ** 2, rng, dtype) if std is None
+             else _xp().asarray(rng.standard_normal(shape) * std, dtype=dtype))
+        self.weight = Parameter(w)
+        self.bias = Parameter(_xp().zeros(c_out, dtype=dtype)) if bias else None
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x):
+        out, cache = F.conv2d_forward(x, self.weight.data, self.bias.data if self.bias else None,
+                                      self.stride, self.padding)
+        self._push(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.conv2d_backward(dout, self._pop())
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+
+class ConvTranspose2d(Module):
+    """y = conv_transpose2d(x, weight, bias); weight (C_in, C_out, k, k)."""
+
+    def __init__(self, c_in, c_out, kernel_size, stride=1, padding=0, bias=True, rng=None,
+                 dtype="float32"):
+        super().__init__()
+        rng = rng if rng is not None else np.random.default_rng(0)
+        # fan-in of an output pixel of a stride-s transposed conv: C_in * (k / s)^2 taps
+        fan_in = max(1, c_in * (kernel_size // max(stride, 1)) ** 2)
+        self.weight = Parameter(_kaiming((c_in, c_out, kernel_size, kernel_size), fan_in, rng, dtype))
+        self.bias = Parameter(_xp().zeros(c_out, dtype=dtype)) if bias else None
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x):
+        out, cache = F.conv_transpose2d_forward(x, self.weight.data,
+                                                self.bias.data if self.bias else None,
+                                                self.stride, self.padding)
+        self._push(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.conv_transpose2d_backward(dout, self._pop())
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+
+class Linear(Module):
+    """y = x W^T + b; weight (out, in)."""
+
+    def __init__(self, n_in, n_out, bias=True, rng=None, dtype="float32", std=None):
+        super().__init__()
+        rng = rng if rng is not None else np.random.default_rng(0)
+        w = (_kaiming((n_out, n_in), n_in, rng, dtype) if std is None
+             else _xp().asarray(rng.standard_normal((n_out, n_in)) * std, dtype=dtype))
+        self.weight = Parameter(w)
+        self.bias = Parameter(_xp().zeros(n_out, dtype=dtype)) if bias else None
+
+    def forward(self, x):
+        out, cache = F.linear_forward(x, self.weight.data, self.bias.data if self.bias else None)
+        self._push(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.linear_backward(dout, self._pop())
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+
+class GroupNorm(Module):
+    """y = group_norm(x, gamma, beta, num_groups); gamma starts at 1, beta at 0."""
+
+    def __init__(self, num_groups, channels, eps=1e-5, dtype="float32"):
+        super().__init__()
+        self.weight = Parameter(_xp().ones(channels, dtype=dtype))
+        self.bias = Parameter(_xp().zeros(channels, dtype=dtype))
+        self.num_groups, self.eps = num_groups, eps
+
+    def forward(self, x):
+        out, cache = F.group_norm_forward(x, self.weight.data, self.bias.data, self.num_groups, self.eps)
+        self._push(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = F.group_norm_backward(dout, self._pop())
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
+        return dx
+
+
+class ReLU(Module):
+    def forward(self, x):
+        out, cache = F.relu_forward(x)
+        self._push(cache)
+        return out
+
+    def backward(self, dout):
+        return F.relu_backward(dout, self._pop())
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        self._push(cache)
+        return out
+
+    def backward(self, dout):
+        return F.max_pool2d_backward(dout, self._pop())

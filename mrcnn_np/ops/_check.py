@@ -1,0 +1,55 @@
+"""Input checks shared by the ops: each raises ``ValueError`` naming the argument, what it got and what
+was expected, so a wrong shape fails at the call that made it rather than deep inside a GEMM."""
+from __future__ import annotations
+
+
+def check_ndim(name: str, a, ndim: int, layout: str) -> None:
+    """``a`` must have ``ndim`` dimensions, laid out as ``layout`` (e.g. ``"(N, C, H, W)"``)."""
+    if getattr(a, "ndim", None) != ndim:
+        got = getattr(a, "shape", type(a).__name__)
+        raise ValueError(f"{name}: expected a {ndim}-D array {layout}, got shape {got}")
+
+
+def check_float(name: str, a) -> None:
+    """``a`` must be a floating-point array (float32 or float64)."""
+    if getattr(a, "dtype", None) is None or a.dtype.kind != "f":
+        raise ValueError(f"{name}: expected a float32 or float64 array, got dtype "
+                         f"{getattr(a, 'dtype', type(a).__name__)}")
+
+
+def check_dim(name: str, a, axis: int, expected: int, what: str) -> None:
+    """``a.shape[axis]`` must equal ``expected`` (``what`` says where that number comes from)."""
+    if a.shape[axis] != expected:
+        raise ValueError(f"{name}: expected shape[{axis}] == {expected} ({what}), "
+                         f"got shape {tuple(a.shape)}")
+
+
+def check_positive_int(name: str, v) -> int:
+    """``v`` must be an integer >= 1; returns it as ``int``."""
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+    v = int(v)
+    if v < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {v}")
+    return v
+
+
+def check_nonneg_int(name: str, v) -> int:
+    """``v`` must be an integer >= 0; returns it as ``int``."""
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
+    v = int(v)
+    if v < 0:
+        raise ValueError(f"{name}: expected a non-negative integer, got {v}")
+    return v
+
+
+def pair(name: str, v, positive: bool = True) -> tuple[int, int]:
+    """An int or an ``(h, w)`` pair -> ``(h, w)``, each checked positive (or non-negative)."""
+    check = check_positive_int if positive else check_nonneg_int
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name}: expected an int or an (h, w) pair, got {v!r}")
+        return check(f"{name}[0]", v[0]), check(f"{name}[1]", v[1])
+    x = check(name, v)
+    return x, x

@@ -1,0 +1,175 @@
+"""2-D convolution and transposed convolution, forward and backward, as GEMMs over an NHWC im2col.
+
+Notation (per image, per output pixel ``(i, j)`` and output channel ``k``)::
+
+    conv2d:            y[k, i, j] = b[k] + sum_{c, u, v} w[k, c, u, v] * x_pad[c, s*i + u, s*j + v]
+    conv_transpose2d:  y = the adjoint of conv2d applied to x (each input pixel scatters w * x)
+
+Why NHWC: the im2col matrix has one row per output pixel and one column per ``(u, v, c)``. With the
+channels last, each kernel offset ``(u, v)`` copies a block of whole channel vectors, and the matrix
+is laid out exactly as the GEMM reads it. ``col2im`` (the backward of im2col) loops over the ``kh*kw``
+kernel offsets and adds strided slices; within one offset no two rows hit the same pixel, so plain
+``+=`` is correct and no ``np.add.at`` is needed.
+
+Outputs are returned as NCHW *views* of NHWC buffers (``transpose``), which costs nothing; the next
+conv's own NHWC transpose of that view is then free as well.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ._check import check_dim, check_float, check_ndim, check_nonneg_int, check_positive_int
+
+__all__ = ["conv2d_forward", "conv2d_backward", "conv_transpose2d_forward",
+           "conv_transpose2d_backward", "im2col_nhwc", "col2im_nhwc"]
+
+
+def im2col_nhwc(x_pad, kh, kw, stride, out_h, out_w):
+    """Gather every receptive field of ``x_pad`` into one GEMM operand.
+
+    x_pad: (N, Hp, Wp, C), already padded.  Returns cols: (N, out_h, out_w, kh, kw, C) where
+    ``cols[n, i, j, u, v, c] = x_pad[n, s*i + u, s*j + v, c]``.
+    """
+    xp = get_array_module(x_pad)
+    n, _, _, c = x_pad.shape
+    if kh == 1 and kw == 1:  # a 1x1 conv needs no copy beyond the stride
+        return x_pad[:, : stride * out_h : stride, : stride * out_w : stride, :][:, :, :, None, None, :]
+    cols = xp.empty((n, out_h, out_w, kh, kw, c), dtype=x_pad.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            cols[:, :, :, u, v, :] = x_pad[:, u : u + stride * out_h : stride,
+                                              v : v + stride * out_w : stride, :]
+    return cols
+
+
+def col2im_nhwc(cols, padded_h, padded_w, stride):
+    """The adjoint of :func:`im2col_nhwc`: add every column entry back to the pixel it came from.
+
+    cols: (N, out_h, out_w, kh, kw, C) -> (N, padded_h, padded_w, C).
+    """
+    xp = get_array_module(cols)
+    n, out_h, out_w, kh, kw, c = cols.shape
+    out = xp.zeros((n, padded_h, padded_w, c), dtype=cols.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            # NOTE: within one offset (u, v) the strided slice visits distinct pixels, so `+=` is exact.
+            out[:, u : u + stride * out_h : stride, v : v + stride * out_w : stride, :] += cols[:, :, :, u, v, :]
+    return out
+
+
+def _pad_nhwc(x_nhwc, padding):
+    """Copy (N, H, W, C) into a zero-bordered (N, H + 2p, W + 2p, C) buffer (only the border is
+    zero-filled: the interior is overwritten anyway)."""
+    xp = get_array_module(x_nhwc)
+    n, h, w, c = x_nhwc.shape
+    if padding == 0:
+        return xp.ascontiguousarray(x_nhwc)
+    p = padding
+    out = xp.empty((n, h + 2 * p, w + 2 * p, c), dtype=x_nhwc.dtype)
+    out[:, :p], out[:, h + p:], out[:, p : h + p, :p], out[:, p : h + p, w + p:] = 0, 0, 0, 0
+    out[:, p : h + p, p : w + p] = x_nhwc
+    return out
+
+
+def _check_conv_args(x, w, b, stride, padding, w_layout, cin_axis):
+    check_ndim("x", x, 4, "(N, C, H, W)")
+    check_float("x", x)
+    check_ndim("w", w, 4, w_layout)
+    check_dim("w", w, cin_axis, x.shape[1], "the channels C of x")
+    cout = w.shape[1 - cin_axis]
+    if b is not None:
+        check_ndim("b", b, 1, f"({cout},)")
+        check_dim("b", b, 0, cout, "the output channels of w")
+    return check_positive_int("stride", stride), check_nonneg_int("padding", padding)
+
+
+def conv2d_forward(x, w, b, stride=1, padding=0):
+    """Convolution (cross-correlation, as in every deep-learning library).
+
+    x: (N, C_in, H, W); w: (C_out, C_in, kh, kw); b: (C_out,) or None.
+    Returns ``out`` (N, C_out, H_out, W_out) with ``H_out = (H + 2p - kh) // s + 1``, and the cache.
+    """
+    stride, padding = _check_conv_args(x, w, b, stride, padding, "(C_out, C_in, kh, kw)", 1)
+    xp = get_array_module(x)
+    n, c, h, wd = x.shape
+    cout, _, kh, kw = w.shape
+    hp, wp = h + 2 * padding, wd + 2 * padding
+    if hp < kh or wp < kw:
+        raise ValueError(f"x: padded input {hp}x{wp} is smaller than the kernel {kh}x{kw}")
+    out_h, out_w = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+
+    x_pad = _pad_nhwc(x.transpose(0, 2, 3, 1), padding)                # (N, Hp, Wp, C)
+    cols = im2col_nhwc(x_pad, kh, kw, stride, out_h, out_w)            # (N, Ho, Wo, kh, kw, C)
+    cols2d = cols.reshape(n * out_h * out_w, kh * kw * c)               # one row per output pixel
+    w2d = w.transpose(0, 2, 3, 1).reshape(cout, kh * kw * c)            # rows ordered (u, v, c) too
+    out = cols2d @ w2d.T                                                # (N*Ho*Wo, C_out)
+    if b is not None:
+        out += b
+    out = out.reshape(n, out_h, out_w, cout).transpose(0, 3, 1, 2)     # NHWC buffer -> NCHW view
+    cache = (cols2d, w2d, w.shape, x.shape, stride, padding, b is not None)
+    return out, cache
+
+
+def conv2d_backward(dout, cache):
+    """Gradients of :func:`conv2d_forward`.
+
+    dout: (N, C_out, H_out, W_out).  Returns ``(dx, dw, db)`` with the shapes of ``x``, ``w``, ``b``
+    (``db`` is None when ``b`` was None)::
+
+        dw = dout^T @ cols          db = sum_{n, i, j} dout          dx = col2im(dout @ w)
+    """
+    cols2d, w2d, w_shape, x_shape, stride, padding, has_bias = cache
+    n, c, h, wd = x_shape
+    cout, _, kh, kw = w_shape
+    _, _, out_h, out_w = dout.shape
+    dout2d = dout.transpose(0, 2, 3, 1).reshape(n * out_h * out_w, cout)  # (N*Ho*Wo, C_out)
+    db = dout2d.sum(axis=0) if has_bias else None
+    dw = (dout2d.T @ cols2d).reshape(cout, kh, kw, c).transpose(0, 3, 1, 2)
+    dcols = (dout2d @ w2d).reshape(n, out_h, out_w, kh, kw, c)
+    dx_pad = col2im_nhwc(dcols, h + 2 * padding, wd + 2 * padding, stride)
+    dx = dx_pad[:, padding : padding + h, padding : padding + wd, :].transpose(0, 3, 1, 2)
+    return dx, dw, db
+
+
+def conv_transpose2d_forward(x, w, b, stride=1, padding=0):
+    """Transposed convolution ("deconvolution"): the adjoint of :func:`conv2d_forward` in ``x``.
+
+    Every input pixel scatters ``x[n, c, i, j] * w[c, :, :, :]`` into the output at ``(s*i, s*j)``;
+    overlapping contributions add, and ``padding`` crops that many pixels from each border.
+    x: (N, C_in, H, W); w: (C_in, C_out, kh, kw); b: (C_out,) or None.
+    Returns ``out`` (N, C_out, H_out, W_out) with ``H_out = (H - 1)*s - 2p + kh``, and the cache.
+    """
+    stride, padding = _check_conv_args(x, w, b, stride, padding, "(C_in, C_out, kh, kw)", 0)
+    n, cin, h, wd = x.shape
+    _, cout, kh, kw = w.shape
+    full_h, full_w = (h - 1) * stride + kh, (wd - 1) * stride + kw
+    out_h, out_w = full_h - 2 * padding, full_w - 2 * padding
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"padding: {padding} crops the {full_h}x{full_w} output to nothing")
+
+    x2d = x.transpose(0, 2, 3, 1).reshape(n * h * wd, cin)             # (N*H*W, C_in)
+    w2d = w.transpose(0, 2, 3, 1).reshape(cin, kh * kw * cout)          # columns ordered (u, v, c_out)
+    cols = (x2d @ w2d).reshape(n, h, wd, kh, kw, cout)                  # what each pixel scatters
+    full = col2im_nhwc(cols, full_h, full_w, stride)                    # (N, full_h, full_w, C_out)
+    out = full[:, padding : padding + out_h, padding : padding + out_w, :]
+    if b is not None:
+        out = out + b
+    cache = (x2d, w2d, w.shape, x.shape, stride, padding, b is not None)
+    return out.transpose(0, 3, 1, 2), cache
+
+
+def conv_transpose2d_backward(dout, cache):
+    """Gradients of :func:`conv_transpose2d_forward`: the backward of a transposed conv is a conv.
+
+    dout: (N, C_out, H_out, W_out).  Returns ``(dx, dw, db)`` with the shapes of ``x``, ``w``, ``b``.
+    """
+    xp = get_array_module(dout)
+    x2d, w2d, w_shape, x_shape, stride, padding, has_bias = cache
+    n, cin, h, wd = x_shape
+    _, cout, kh, kw = w_shape
+    full_h, full_w = (h - 1) * stride + kh, (wd - 1) * stride + kw
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    dfull = _pad_nhwc(dout.transpose(0, 2, 3, 1), padding)              # undo the crop
+    dcols = im2col_nhwc(dfull, kh, kw, stride, h, wd).reshape(n * h * wd, kh * kw * cout)
+    dx = (dcols @ w2d.T).reshape(n, h, wd, cin).transpose(0, 3, 1, 2)
+    dw = (x2d.T @ dcols).reshape(cin, kh, kw, cout).transpose(0, 3, 1, 2)
+    return dx, dw, db
