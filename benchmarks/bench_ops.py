@@ -18,10 +18,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import numpy as np  # noqa: E402
 from mrcnn_np import functional as F  # noqa: E402
 from mrcnn_np.allocator import keep_freed_memory  # noqa: E402
 from mrcnn_np.backend import BACKENDS, BackendError, set_backend  # noqa: E402
@@ -176,7 +175,8 @@ def main(argv=None):
         return _torch_only(cases, args.repeats, threads)
     keep_freed_memory()                                # steady-state timings, as in training
     machine = f"{platform.machine()} {platform.processor() or ''} {threads} cores".strip()
-    print(f"machine: {machine}; python {platform.python_version()}; numpy {np.__version__}")
+    print(f"machine: {machine}; python {platform.python_version()}; numpy {np.__version__}; "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto)')}")
 
     results = {name: {} for name in cases}
     for backend in BACKENDS:

@@ -1,15 +1,23 @@
-"""2-D convolution and transposed convolution, forward and backward, as GEMMs over an NHWC im2col.
+"""2-D convolution and transposed convolution, forward and backward, as GEMMs on NHWC data.
 
 Notation (per image, per output pixel ``(i, j)`` and output channel ``k``)::
 
     conv2d:            y[k, i, j] = b[k] + sum_{c, u, v} w[k, c, u, v] * x_pad[c, s*i + u, s*j + v]
     conv_transpose2d:  y = the adjoint of conv2d applied to x (each input pixel scatters w * x)
 
-Why NHWC: the im2col matrix has one row per output pixel and one column per ``(u, v, c)``. With the
-channels last, each kernel offset ``(u, v)`` copies a block of whole channel vectors, and the matrix
-is laid out exactly as the GEMM reads it. ``col2im`` (the backward of im2col) loops over the ``kh*kw``
-kernel offsets and adds strided slices; within one offset no two rows hit the same pixel, so plain
-``+=`` is correct and no ``np.add.at`` is needed.
+Two ways to turn the sum into matrix products, both with channels last so every row a GEMM reads
+is a whole, contiguous channel vector:
+
+* **stride 1: shifted GEMMs.** Flatten the padded input to rows ``X[(n*Hp + r)*Wp + q] = x_pad[n, :, r, q]``.
+  Kernel offset ``(u, v)`` then just shifts that row index by ``u*Wp + v``, so
+  ``Y = sum_{u, v} X[shift(u, v):][:M] @ W_uv`` (``W_uv = w[:, :, u, v]^T``, C_in x C_out), computed on
+  the padded grid; the rows of ``Y`` that are real output pixels are kept, the rest (the last
+  ``kh - 1`` rows and ``kw - 1`` columns of each image) are dropped. No im2col copy at all, and the
+  backward has the same shape: ``dW_uv = X_shift^T @ dY``, ``dX_shift += dY @ W_uv^T``.
+* **stride > 1: im2col.** Gather every receptive field into ``cols (N*Ho*Wo, kh*kw*C)`` (one strided
+  slice copy per kernel offset) and do one GEMM; ``col2im``, its adjoint, adds the slices back, one
+  kernel offset at a time: within one offset no two rows hit the same pixel, so plain ``+=`` is
+  exact and no ``np.add.at`` is needed.
 
 Outputs are returned as NCHW *views* of NHWC buffers (``transpose``), which costs nothing; the next
 conv's own NHWC transpose of that view is then free as well.
@@ -89,24 +97,50 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     Returns ``out`` (N, C_out, H_out, W_out) with ``H_out = (H + 2p - kh) // s + 1``, and the cache.
     """
     stride, padding = _check_conv_args(x, w, b, stride, padding, "(C_out, C_in, kh, kw)", 1)
-    xp = get_array_module(x)
     n, c, h, wd = x.shape
     cout, _, kh, kw = w.shape
     hp, wp = h + 2 * padding, wd + 2 * padding
     if hp < kh or wp < kw:
         raise ValueError(f"x: padded input {hp}x{wp} is smaller than the kernel {kh}x{kw}")
     out_h, out_w = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-
     x_pad = _pad_nhwc(x.transpose(0, 2, 3, 1), padding)                # (N, Hp, Wp, C)
+    if stride == 1:
+        out, saved = _shifted_forward(x_pad, w)
+    else:
+        out, saved = _im2col_forward(x_pad, w, stride, out_h, out_w)
+    if b is not None:
+        out += b
+    out = out.transpose(0, 3, 1, 2)                                     # NHWC buffer -> NCHW view
+    return out, (saved, w.shape, x.shape, stride, padding, b is not None)
+
+
+def _shifted_forward(x_pad, w):
+    """Stride 1: ``Y = sum_{u,v} X[u*Wp + v :][:M] @ W_uv`` on the flattened padded input."""
+    xp = get_array_module(x_pad)
+    n, hp, wp, c = x_pad.shape
+    cout, _, kh, kw = w.shape
+    rows = x_pad.reshape(n * hp * wp, c)                                # (N*Hp*Wp, C) flat rows
+    w_uv = w.transpose(2, 3, 1, 0).reshape(kh * kw, c, cout)            # (kh*kw, C, C_out)
+    # Output row r reads input rows r + u*Wp + v. Rows past the last real output pixel are not
+    # needed, which keeps every shifted window inside the buffer.
+    m = rows.shape[0] - (kh - 1) * wp - (kw - 1)
+    out = xp.zeros((n * hp * wp, cout), dtype=x_pad.dtype)
+    for k in range(kh * kw):
+        shift = (k // kw) * wp + k % kw
+        out[:m] += rows[shift : shift + m] @ w_uv[k]
+    out_h, out_w = hp - kh + 1, wp - kw + 1
+    return out.reshape(n, hp, wp, cout)[:, :out_h, :out_w], (rows, w_uv, m)
+
+
+def _im2col_forward(x_pad, w, stride, out_h, out_w):
+    """Stride > 1: one GEMM over the gathered receptive fields ``cols``."""
+    n, _, _, c = x_pad.shape
+    cout, _, kh, kw = w.shape
     cols = im2col_nhwc(x_pad, kh, kw, stride, out_h, out_w)            # (N, Ho, Wo, kh, kw, C)
     cols2d = cols.reshape(n * out_h * out_w, kh * kw * c)               # one row per output pixel
     w2d = w.transpose(0, 2, 3, 1).reshape(cout, kh * kw * c)            # rows ordered (u, v, c) too
     out = cols2d @ w2d.T                                                # (N*Ho*Wo, C_out)
-    if b is not None:
-        out += b
-    out = out.reshape(n, out_h, out_w, cout).transpose(0, 3, 1, 2)     # NHWC buffer -> NCHW view
-    cache = (cols2d, w2d, w.shape, x.shape, stride, padding, b is not None)
-    return out, cache
+    return out.reshape(n, out_h, out_w, cout), (cols2d, w2d)
 
 
 def conv2d_backward(dout, cache):
@@ -115,19 +149,48 @@ def conv2d_backward(dout, cache):
     dout: (N, C_out, H_out, W_out).  Returns ``(dx, dw, db)`` with the shapes of ``x``, ``w``, ``b``
     (``db`` is None when ``b`` was None)::
 
-        dw = dout^T @ cols          db = sum_{n, i, j} dout          dx = col2im(dout @ w)
+        dw = X^T dY (per kernel offset)      db = sum_{n, i, j} dout      dx = the adjoint of the gather
     """
-    cols2d, w2d, w_shape, x_shape, stride, padding, has_bias = cache
+    saved, w_shape, x_shape, stride, padding, has_bias = cache
     n, c, h, wd = x_shape
-    cout, _, kh, kw = w_shape
-    _, _, out_h, out_w = dout.shape
-    dout2d = dout.transpose(0, 2, 3, 1).reshape(n * out_h * out_w, cout)  # (N*Ho*Wo, C_out)
-    db = dout2d.sum(axis=0) if has_bias else None
-    dw = (dout2d.T @ cols2d).reshape(cout, kh, kw, c).transpose(0, 3, 1, 2)
-    dcols = (dout2d @ w2d).reshape(n, out_h, out_w, kh, kw, c)
-    dx_pad = col2im_nhwc(dcols, h + 2 * padding, wd + 2 * padding, stride)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    dout_nhwc = dout.transpose(0, 2, 3, 1)                              # (N, Ho, Wo, C_out)
+    if stride == 1:
+        dx_pad, dw = _shifted_backward(dout_nhwc, saved, w_shape, h + 2 * padding, wd + 2 * padding)
+    else:
+        dx_pad, dw = _im2col_backward(dout_nhwc, saved, w_shape, h + 2 * padding, wd + 2 * padding,
+                                      stride)
     dx = dx_pad[:, padding : padding + h, padding : padding + wd, :].transpose(0, 3, 1, 2)
     return dx, dw, db
+
+
+def _shifted_backward(dout_nhwc, saved, w_shape, hp, wp):
+    xp = get_array_module(dout_nhwc)
+    rows, w_uv, m = saved
+    n, out_h, out_w, cout = dout_nhwc.shape
+    _, c, kh, kw = w_shape
+    # dY on the padded grid, zero at the positions that are not output pixels
+    dy = xp.zeros((n, hp, wp, cout), dtype=dout_nhwc.dtype)
+    dy[:, :out_h, :out_w] = dout_nhwc
+    dy = dy.reshape(n * hp * wp, cout)[:m]
+    drows = xp.zeros_like(rows)
+    dw_uv = xp.empty((kh * kw, c, cout), dtype=rows.dtype)
+    for k in range(kh * kw):
+        shift = (k // kw) * wp + k % kw
+        dw_uv[k] = rows[shift : shift + m].T @ dy                      # dW_uv = X_shift^T dY
+        drows[shift : shift + m] += dy @ w_uv[k].T                      # dX_shift += dY W_uv^T
+    dw = dw_uv.reshape(kh, kw, c, cout).transpose(3, 2, 0, 1)           # -> (C_out, C_in, kh, kw)
+    return drows.reshape(n, hp, wp, c), dw
+
+
+def _im2col_backward(dout_nhwc, saved, w_shape, hp, wp, stride):
+    cols2d, w2d = saved
+    n, out_h, out_w, cout = dout_nhwc.shape
+    _, c, kh, kw = w_shape
+    dout2d = dout_nhwc.reshape(n * out_h * out_w, cout)                 # (N*Ho*Wo, C_out)
+    dw = (dout2d.T @ cols2d).reshape(cout, kh, kw, c).transpose(0, 3, 1, 2)
+    dcols = (dout2d @ w2d).reshape(n, out_h, out_w, kh, kw, c)
+    return col2im_nhwc(dcols, hp, wp, stride), dw
 
 
 def conv_transpose2d_forward(x, w, b, stride=1, padding=0):
