@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .backend import BACKENDS, BackendError, set_backend
 
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()          # steady-state speed for training loops; see mrcnn_np/allocator.py
     try:
         if args.backend is not None:
             set_backend(args.backend)
