@@ -1,0 +1,158 @@
+"""Inference postprocessing: from box-head and mask-head outputs to the seed's ``{(c_i, b_i, M_i)}``.
+
+Boxes (per image, ``R`` proposals, ``K`` object classes, class 0 = background)::
+
+    p[r, k]   = softmax(class_logits[r])_k                          (R, K+1)
+    box[r, k] = clip(decode(deltas[r, k], proposal_r))             (R, K, 4) for k = 1..K
+    candidates: every (r, k) with p[r, k] > score_thresh and both sides >= min_size
+    keep      = batched_nms(box, p, k, nms_thresh)                 (per class)
+    the first detections_per_img of keep (highest scores)
+
+Box deltas may come as ``(R, 4(K+1))`` (a column group for the background too, torchvision's layout;
+it is ignored) or ``(R, 4K)`` (object classes only); the column group of class ``k`` is then
+``4k : 4k+4`` or ``4(k-1) : 4k``. One proposal can yield detections of several classes.
+
+Masks: the mask head sees the kept boxes and outputs ``(D, C, m, m)`` logits; the channel of each
+detection's class is taken (notes, section 4), passed through a sigmoid, and pasted into the image.
+
+Pasting (``paste_masks``). A box ``(x1, y1, x2, y2)`` of size ``w x h`` holds an ``m x m`` probability
+map; mask cell ``(i, j)`` has its centre at ``(x1 + (j + 0.5) w / m,  y1 + (i + 0.5) h / m)``.
+Image pixel ``(px, py)`` is represented by its centre ``(px + 0.5, py + 0.5)``::
+
+    inside(px, py) = x1 <= px + 0.5 < x2  and  y1 <= py + 0.5 < y2        (half-open: adjacent
+                                                                            boxes share no pixel)
+    u = (px + 0.5 - x1) m / w - 0.5,   v = (py + 0.5 - y1) m / h - 0.5      (mask-cell coordinates)
+    value = bilinear(mask, v, u), with u, v clamped to [0, m - 1] (edge cells extend to the border)
+    M(px, py) = inside and value >= threshold
+
+Pixels outside the box are 0; parts of the box outside the image are cut off; a box too thin to
+contain a pixel centre gives an empty mask. Only each box's window of pixels is computed, as two
+small matrix products ``R_y (h', m) @ mask (m, m) @ R_x^T (m, w')`` where each row of ``R`` holds the
+two bilinear weights of one pixel.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import get_array_module, to_numpy
+from .boxes import BoxCoder, _image_size, check_boxes, clip_boxes, remove_small_boxes
+from .nms import batched_nms
+
+__all__ = ["postprocess_boxes", "select_class_masks", "paste_masks", "postprocess_masks"]
+
+
+def _softmax(x):
+    xp = get_array_module(x)
+    e = xp.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def postprocess_boxes(class_logits, box_deltas, proposals, image_size, score_thresh: float = 0.05,
+                      nms_thresh: float = 0.5, detections_per_img: int = 100, min_size: float = 1e-2,
+                      box_coder: BoxCoder | None = None):
+    """Box-head outputs of one image -> detections.
+
+    class_logits ``(R, K+1)``; box_deltas ``(R, 4(K+1))`` or ``(R, 4K)``; proposals ``(R, 4)``;
+    image_size ``(h, w)``. Defaults follow torchvision (score > 0.05, NMS 0.5, 100 per image,
+    ``BoxCoder((10, 10, 5, 5))``).
+    Returns ``{"boxes": (D, 4), "scores": (D,), "labels": (D,) int64 in 1..K}``, by decreasing score.
+    """
+    check_boxes("proposals", proposals)
+    xp = get_array_module(class_logits)
+    if class_logits.ndim != 2 or class_logits.shape[0] != proposals.shape[0] or class_logits.shape[1] < 2:
+        raise ValueError(f"class_logits: expected shape ({proposals.shape[0]}, K+1) with K >= 1, got "
+                         f"{tuple(class_logits.shape)}")
+    r, k1 = class_logits.shape
+    k = k1 - 1
+    if box_deltas.shape not in ((r, 4 * k1), (r, 4 * k)):
+        raise ValueError(f"box_deltas: expected shape ({r}, {4 * k1}) or ({r}, {4 * k}) for "
+                         f"{k} classes, got {tuple(box_deltas.shape)}")
+    box_coder = box_coder or BoxCoder((10.0, 10.0, 5.0, 5.0))
+    boxes = box_coder.decode(box_deltas, proposals).reshape(r, box_deltas.shape[1] // 4, 4)  # (R, C, 4)
+    if boxes.shape[1] == k1:
+        boxes = boxes[:, 1:]                                              # drop the background group
+    boxes = clip_boxes(boxes, tuple(image_size)).reshape(-1, 4)           # (R, K, 4) -> (R*K, 4)
+    scores = _softmax(class_logits)[:, 1:].reshape(-1)                    # (R, K) -> (R*K,)
+    labels = xp.tile(xp.arange(1, k1, dtype=xp.int64), r)                 # (R*K,): 1..K, 1..K, ...
+    keep = xp.nonzero(scores > score_thresh)[0]
+    keep = keep[remove_small_boxes(boxes[keep], min_size)]
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def select_class_masks(mask_logits, labels, background_channel: bool = True):
+    """mask_logits ``(D, C, m, m)``, labels ``(D,)`` in 1..K -> probabilities ``(D, m, m)``:
+    ``sigmoid(mask_logits[d, c_d])`` with ``c_d = label_d`` when the head has a background channel
+    (``C = K + 1``), else ``label_d - 1`` (``C = K``)."""
+    xp = get_array_module(mask_logits)
+    if mask_logits.ndim != 4:
+        raise ValueError(f"mask_logits: expected (D, C, m, m), got shape {tuple(mask_logits.shape)}")
+    if labels.shape != (mask_logits.shape[0],):
+        raise ValueError(f"labels: expected shape ({mask_logits.shape[0]},), got {tuple(labels.shape)}")
+    ch = labels.astype(xp.int64) - (0 if background_channel else 1)
+    if ch.shape[0] and (int(ch.min()) < 0 or int(ch.max()) >= mask_logits.shape[1]):
+        raise ValueError(f"labels: channel out of range for mask_logits with {mask_logits.shape[1]} "
+                         f"channels (background_channel={background_channel})")
+    x = mask_logits[xp.arange(ch.shape[0]), ch]                           # (D, m, m)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _axis_weights(xp, lo, hi, size, m, dtype):
+    """Pixels of one axis that a box ``[lo, hi)`` covers, and their bilinear rows.
+
+    Returns ``(start, inside (n,), R (n, m))`` for pixels ``start .. start + n - 1`` of the window."""
+    start = max(int(math.floor(lo - 0.5)), 0)
+    stop = min(int(math.ceil(hi - 0.5)) + 1, size)
+    n = max(stop - start, 0)
+    c = np.arange(start, start + n, dtype=np.float64) + 0.5              # pixel centres
+    inside = (c >= lo) & (c < hi)
+    u = np.clip((c - lo) * (m / (hi - lo)) - 0.5, 0, m - 1)              # mask-cell coordinate
+    i0 = np.floor(u).astype(np.int64)
+    i1 = np.minimum(i0 + 1, m - 1)
+    frac = u - i0
+    rows = np.zeros((n, m), dtype=dtype)
+    ar = np.arange(n)
+    rows[ar, i0] = 1 - frac
+    rows[ar, i1] += frac                                                  # i1 == i0 only when frac == 0
+    return start, xp.asarray(inside), xp.asarray(rows)
+
+
+def paste_masks(masks, boxes, image_size, threshold: float = 0.5):
+    """Paste box-relative mask probabilities into the image.
+
+    masks ``(D, m, m)`` probabilities (or ``(D, m_h, m_w)``), boxes ``(D, 4)``, image_size ``(h, w)``
+    -> ``(D, h, w)`` bool; see the module docstring for the sampling. ``M = bilinear >= threshold``
+    inside the box, ``False`` elsewhere.
+    """
+    check_boxes("boxes", boxes)
+    if getattr(masks, "ndim", None) != 3 or masks.shape[0] != boxes.shape[0]:
+        raise ValueError(f"masks: expected shape ({boxes.shape[0]}, m, m) (one per box), got "
+                         f"{getattr(masks, 'shape', type(masks).__name__)}")
+    h, w = (int(v) for v in _image_size(image_size))
+    xp = get_array_module(masks)
+    d, mh, mw = masks.shape
+    dt = masks.dtype if masks.dtype.kind == "f" else np.dtype(np.float32)
+    out = xp.zeros((d, h, w), dtype=bool)
+    for i, (x1, y1, x2, y2) in enumerate(to_numpy(boxes).astype(np.float64).tolist()):
+        if not (x2 > x1 and y2 > y1):
+            continue                                                      # empty box: empty mask
+        y0, in_y, ry = _axis_weights(xp, y1, y2, h, mh, dt)               # ry (h', m_h)
+        x0, in_x, rx = _axis_weights(xp, x1, x2, w, mw, dt)               # rx (w', m_w)
+        if ry.shape[0] == 0 or rx.shape[0] == 0:
+            continue
+        value = ry @ masks[i].astype(dt) @ rx.T                           # (h', w')
+        out[i, y0:y0 + ry.shape[0], x0:x0 + rx.shape[0]] = (
+            (value >= threshold) & in_y[:, None] & in_x[None, :])
+    return out
+
+
+def postprocess_masks(detections, mask_logits, image_size, threshold: float = 0.5,
+                      background_channel: bool = True):
+    """Add ``"masks"`` ``(D, h, w)`` bool to ``detections`` (from :func:`postprocess_boxes`), given the
+    mask head's logits ``(D, C, m, m)`` on ``detections["boxes"]``. Returns a new dict."""
+    probs = select_class_masks(mask_logits, detections["labels"], background_channel)
+    return {**detections, "masks": paste_masks(probs, detections["boxes"], image_size, threshold)}

@@ -1,0 +1,64 @@
+"""RPN training targets: which anchors are objects, and the deltas that would move them onto their object.
+
+For one image with anchors ``(A, 4)`` and ground truth ``(G, 4)``::
+
+    match   = Matcher(0.7, 0.3, allow_low_quality_matches=True)(IoU(gt, anchors))    # (A,)
+    label_a = 1 if match_a >= 0,  0 if match_a == -1,  -1 (ignored) if match_a == -2
+    sample 256 anchors, up to 50 % positive; the rest of the labels become -1 (not in the loss)
+    t_a     = encode(gt[match_a], anchor_a)  with weights (1, 1, 1, 1)   (used for positives only)
+
+The objectness loss is taken over the sampled anchors (``labels >= 0``), the box loss over the sampled
+positives (``labels == 1``). An image without objects yields only negatives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..backend import get_array_module
+from .boxes import BoxCoder, box_iou, check_boxes
+from .ground_truth import clean_ground_truth
+from .matcher import Matcher
+from .sampler import BalancedPositiveNegativeSampler
+
+__all__ = ["RPNTargets", "build_rpn_targets"]
+
+
+@dataclass
+class RPNTargets:
+    """labels ``(A,)`` int64: 1 sampled positive, 0 sampled negative, -1 not in the loss;
+    regression_targets ``(A, 4)`` (zeros except at positives); matched_gt ``(A,)`` int64 index into
+    the caller's ``gt_boxes`` for positives, -1 elsewhere; pos_idx, neg_idx the sampled indices."""
+
+    labels: object
+    regression_targets: object
+    matched_gt: object
+    pos_idx: object
+    neg_idx: object
+
+
+def build_rpn_targets(anchors, gt_boxes, rng=None, matcher=None, sampler=None, box_coder=None):
+    """anchors ``(A, 4)`` (all levels concatenated), gt_boxes ``(G, 4)`` -> :class:`RPNTargets`.
+
+    Defaults: ``Matcher(0.7, 0.3, True)``, ``BalancedPositiveNegativeSampler(256, 0.5)``,
+    ``BoxCoder((1, 1, 1, 1))``; ``rng`` seeds the sampler (see :mod:`.sampler`).
+    """
+    check_boxes("anchors", anchors)
+    matcher = matcher or Matcher(0.7, 0.3, allow_low_quality_matches=True)
+    sampler = sampler or BalancedPositiveNegativeSampler(256, 0.5)
+    box_coder = box_coder or BoxCoder((1.0, 1.0, 1.0, 1.0))
+    xp = get_array_module(anchors)
+    keep, gt, _ = clean_ground_truth(gt_boxes, name="gt_boxes")
+    n = anchors.shape[0]
+    match = matcher(box_iou(gt, anchors))                           # (A,) into the kept gt
+    labels = xp.where(match >= 0, 1, xp.where(match == Matcher.BELOW_LOW_THRESHOLD, 0, -1))
+    pos_idx, neg_idx = sampler(labels, rng)
+    sampled = xp.full(n, -1, dtype=xp.int64)
+    sampled[pos_idx] = 1
+    sampled[neg_idx] = 0
+    targets = xp.zeros((n, 4), dtype=anchors.dtype)
+    matched_gt = xp.full(n, -1, dtype=xp.int64)
+    if pos_idx.shape[0]:
+        targets[pos_idx] = box_coder.encode(gt[match[pos_idx]].astype(anchors.dtype),
+                                            anchors[pos_idx]).astype(anchors.dtype)
+        matched_gt[pos_idx] = keep[match[pos_idx]]
+    return RPNTargets(sampled, targets, matched_gt, pos_idx, neg_idx)
