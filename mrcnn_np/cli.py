@@ -19,6 +19,20 @@ def _cmd_gradcheck(args) -> int:
     return 1 if bad else 0
 
 
+def _cmd_shapes(args) -> int:
+    from .data.shapes import generate_shapes
+    try:
+        written = generate_shapes(args.out, args.train, args.val, seed=args.seed,
+                                  image_size=args.image_size)
+    except ValueError as exc:
+        print(f"mrcnn-np shapes: error: {exc}", file=sys.stderr)
+        return 2
+    for split, info in written.items():
+        print(f"{split}: {info['num_images']} images, {info['num_instances']} instances -> "
+              f"{info['annotations']}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     # The model arrives with the end-to-end issue; until then the demo is the gradient-check table,
     # the first thing a learner should see work.
@@ -40,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_gradcheck)
+
+    p = sub.add_parser("shapes", parents=[common],
+                       help="write the toy shapes dataset (PNG images + COCO JSON with RLE masks)")
+    p.add_argument("--out", required=True, help="output folder (gets train/ and val/)")
+    p.add_argument("--train", type=int, default=1000, help="number of training images")
+    p.add_argument("--val", type=int, default=200, help="number of validation images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
+    p.set_defaults(func=_cmd_shapes)
 
     p = sub.add_parser("demo", parents=[common], help="the main job (see README)")
     p.set_defaults(func=_cmd_demo)

@@ -1,0 +1,220 @@
+"""A toy instance-segmentation dataset that needs no download: squares, circles and triangles.
+
+Each image is ``image_size x image_size`` (128 by default) on a random background colour, with 1 to 4
+shapes, each of a random class, colour, size and position. Shapes may overlap: they are drawn one after
+another, a later shape hides the earlier ones where they overlap, and an instance's mask is what stays
+*visible*. The dataset is written in COCO's instances format, the same format a labelling tool exports,
+so the learner's first dataset and their own go through the same loader (:mod:`mrcnn_np.data.coco`).
+
+Geometry, exact by construction. Pixel ``(px, py)`` is the unit square whose centre is
+``(px + 0.5, py + 0.5)``; a shape owns a pixel when that centre is inside the shape (no anti-aliasing).
+With shape centre ``(cx, cy)`` and size ``s``::
+
+    square    |x - cx| and |y - cy| in [-s, s)                       (side 2s, axis-aligned)
+    circle    (x - cx)^2 + (y - cy)^2 < s^2                          (radius s)
+    triangle  equilateral, pointing up, circumradius s: vertices (cx, cy - s), (cx -+ s*sqrt(3)/2, cy + s/2)
+
+An *owner map* ``(H, W)`` holds, per pixel, the index of the instance drawn last there (-1 for the
+background); instance ``k``'s mask is ``owner == k``, and the image is painted from the owner map, so
+every pixel has exactly one owner and the masks match the PNG exactly. A new shape is drawn only if it
+and every instance already in the image keep at least ``min_visible_area`` visible pixels and
+``min_visible_fraction`` of their own area; otherwise it is skipped and the image has fewer instances
+(never fewer than one).
+
+Layout on disk (``generate_shapes(out_dir, ...)``)::
+
+    out_dir/train/images/000001.png ...   RGB PNGs, image ids 1..n_train (file name = id, 6 digits)
+    out_dir/train/annotations.json        COCO instances; masks as compressed RLE
+    out_dir/val/images/000001.png ...     the same for the validation split
+    out_dir/val/annotations.json
+
+Categories: ``1 square``, ``2 circle``, ``3 triangle``. Every random draw of image ``i`` of a split
+comes from its own generator seeded with ``(seed, split, i)``, so the output is a function of the seed
+alone (the same seed gives byte-identical JSON and PNGs), and image 5 of ``train`` does not change when
+more images are asked for.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .coco import atomic_write_json, atomic_write_png, mask_to_rle
+
+__all__ = ["CATEGORIES", "shape_mask", "random_shapes_image", "generate_shapes"]
+
+CATEGORIES = [
+    {"id": 1, "name": "square", "supercategory": "shape"},
+    {"id": 2, "name": "circle", "supercategory": "shape"},
+    {"id": 3, "name": "triangle", "supercategory": "shape"},
+]
+_KINDS = {c["id"]: c["name"] for c in CATEGORIES}
+_SPLIT_CODE = {"train": 0, "val": 1}
+_SQRT3_2 = np.sqrt(3.0) / 2.0
+
+
+def shape_mask(kind: str, cx: float, cy: float, s: float, image_size: int) -> np.ndarray:
+    """Boolean mask ``(image_size, image_size)`` of the pixels whose centres lie inside the shape.
+
+    ``kind`` is ``"square"``, ``"circle"`` or ``"triangle"``; ``(cx, cy)`` the centre and ``s`` the size
+    (half-side, radius, circumradius) in pixels. See the module docstring for the exact rules.
+    """
+    c = np.arange(image_size) + 0.5                      # pixel-centre coordinates
+    x, y = c[None, :], c[:, None]                       # broadcast to (H, W)
+    if kind == "square":
+        return ((x >= cx - s) & (x < cx + s)) & ((y >= cy - s) & (y < cy + s))
+    if kind == "circle":
+        return (x - cx) ** 2 + (y - cy) ** 2 < s * s
+    if kind == "triangle":
+        # Inside = on the inner side of all three edges (vertices listed counter-clockwise on screen).
+        v = [(cx, cy - s), (cx - s * _SQRT3_2, cy + s / 2), (cx + s * _SQRT3_2, cy + s / 2)]
+        inside = np.ones((image_size, image_size), bool)
+        for (ax, ay), (bx, by) in zip(v, v[1:] + v[:1]):
+            # cross((b - a), (p - a)) <= 0 keeps points on the triangle's side of edge a -> b
+            inside &= (bx - ax) * (y - ay) - (by - ay) * (x - ax) <= 0
+        return inside
+    raise ValueError(f"kind: expected 'square', 'circle' or 'triangle', got {kind!r}")
+
+
+def _pick_colour(rng, avoid, min_distance: float, tries: int = 64) -> np.ndarray:
+    """A random RGB colour at least ``min_distance`` (Euclidean, 0..255 units) from each colour in
+    ``avoid``; after ``tries`` draws, the draw farthest from its nearest neighbour is used."""
+    best, best_d = None, -1.0
+    for _ in range(tries):
+        c = rng.integers(0, 256, size=3)
+        d = min(float(np.linalg.norm(c - a)) for a in avoid) if avoid else np.inf
+        if d >= min_distance:
+            return c
+        if d > best_d:
+            best, best_d = c, d
+    return best
+
+
+def random_shapes_image(rng: np.random.Generator, image_size: int = 128, min_instances: int = 1,
+                        max_instances: int = 4, min_size: float | None = None,
+                        max_size: float | None = None, min_visible_area: int = 48,
+                        min_visible_fraction: float = 0.3, min_colour_distance: float = 100.0,
+                        tries_per_instance: int = 20):
+    """Draw one image in memory.
+
+    Returns ``image`` uint8 ``(H, W, 3)``, ``masks`` uint8 ``(M, H, W)`` (visible pixels, disjoint) and
+    ``category_ids`` int64 ``(M,)`` (1 square, 2 circle, 3 triangle), ``1 <= M <= max_instances``, with
+    ``H = W = image_size``. Sizes ``s`` are uniform in ``[min_size, max_size]`` (default
+    ``image_size/16`` to ``image_size/5``); shapes lie fully inside the image. Colours are at least
+    ``min_colour_distance`` from the background and from each other instance's colour.
+    """
+    min_size = image_size / 16 if min_size is None else float(min_size)
+    max_size = image_size / 5 if max_size is None else float(max_size)
+    if not 0 < min_size <= max_size <= image_size / 2:
+        raise ValueError(f"min_size/max_size: expected 0 < min_size <= max_size <= image_size/2 = "
+                         f"{image_size / 2}, got {min_size}, {max_size}")
+    if not 1 <= min_instances <= max_instances:
+        raise ValueError(f"min_instances/max_instances: expected 1 <= min <= max, got "
+                         f"{min_instances}, {max_instances}")
+    background = rng.integers(0, 256, size=3)
+    wanted = int(rng.integers(min_instances, max_instances + 1))
+    owner = np.full((image_size, image_size), -1, np.int16)
+    full_area, kinds, colours = [], [], []
+
+    def acceptable(new_owner, areas_full):
+        visible = np.bincount(new_owner.ravel() + 1, minlength=len(areas_full) + 1)[1:]
+        return all(v >= min_visible_area and v >= min_visible_fraction * a
+                   for v, a in zip(visible, areas_full))
+
+    attempts = 0
+    while len(kinds) < wanted:
+        k = len(kinds)
+        placed = False
+        for _ in range(tries_per_instance):
+            cat = int(rng.integers(1, 4))
+            s = rng.uniform(min_size, max_size)
+            cx, cy = rng.uniform(s, image_size - s, size=2)
+            m = shape_mask(_KINDS[cat], cx, cy, s, image_size)
+            new_owner = owner.copy()
+            new_owner[m] = k                         # later shapes hide earlier ones
+            if acceptable(new_owner, full_area + [int(m.sum())]):
+                owner = new_owner
+                full_area.append(int(m.sum()))
+                kinds.append(cat)
+                colours.append(_pick_colour(rng, [background] + colours, min_colour_distance))
+                placed = True
+                break
+        attempts += 1
+        if not placed:
+            if kinds:                                # fewer instances than wanted: fine
+                break
+            if attempts >= 50:
+                raise ValueError(f"could not place a single shape with min_visible_area="
+                                 f"{min_visible_area} and sizes in [{min_size}, {max_size}] on a "
+                                 f"{image_size}x{image_size} image; lower min_visible_area")
+    # Paint from the owner map: palette row 0 is the background, row k+1 instance k.
+    palette = np.stack([background] + colours).astype(np.uint8)      # (M+1, 3)
+    image = palette[owner + 1]                                         # (H, W) -> (H, W, 3)
+    masks = (owner[None] == np.arange(len(kinds))[:, None, None]).astype(np.uint8)  # (M, H, W)
+    return image, masks, np.asarray(kinds, np.int64)
+
+
+def _split_json(split: str, seed: int, image_size: int, images, annotations) -> dict:
+    return {
+        "info": {"description": "mrcnn-np shapes: squares, circles and triangles",
+                 "version": "1.0", "split": split, "seed": seed, "image_size": image_size},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": CATEGORIES,
+    }
+
+
+def _write_split(split_dir: Path, split: str, n: int, seed: int, image_size: int, options) -> dict:
+    images_dir = split_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    digits = max(6, len(str(n)))
+    for i in range(1, n + 1):
+        rng = np.random.default_rng([seed, _SPLIT_CODE[split], i])
+        image, masks, cats = random_shapes_image(rng, image_size=image_size, **options)
+        file_name = f"{i:0{digits}d}.png"
+        atomic_write_png(images_dir / file_name, image)
+        images.append({"id": i, "file_name": file_name, "width": image_size, "height": image_size})
+        for mask, cat in zip(masks, cats):
+            ys, xs = np.nonzero(mask)
+            x1, y1 = int(xs.min()), int(ys.min())
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": i, "category_id": int(cat),
+                "bbox": [x1, y1, int(xs.max()) + 1 - x1, int(ys.max()) + 1 - y1],  # tight, xywh
+                "area": int(mask.sum()), "iscrowd": 0, "segmentation": mask_to_rle(mask),
+            })
+    ann_path = split_dir / "annotations.json"
+    # Written last: a complete annotations.json means every image it lists is on disk.
+    atomic_write_json(ann_path, _split_json(split, seed, image_size, images, annotations))
+    return {"images": images_dir, "annotations": ann_path, "num_images": n,
+            "num_instances": len(annotations)}
+
+
+def generate_shapes(out_dir, n_train: int, n_val: int, seed: int = 0, image_size: int = 128, *,
+                    min_instances: int = 1, max_instances: int = 4, min_size: float | None = None,
+                    max_size: float | None = None, min_visible_area: int = 48,
+                    min_visible_fraction: float = 0.3, min_colour_distance: float = 100.0) -> dict:
+    """Write the shapes dataset to ``out_dir`` (layout in the module docstring).
+
+    ``n_train``/``n_val`` images per split (a split with 0 images is not written). The keyword options
+    are those of :func:`random_shapes_image`. Every file is written atomically; files from an earlier
+    run that the new JSON does not list are left alone. Returns
+    ``{split: {"images": Path, "annotations": Path, "num_images": int, "num_instances": int}}``.
+    """
+    for name, v in (("n_train", n_train), ("n_val", n_val), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 16:
+        raise ValueError(f"image_size: expected an integer >= 16, got {image_size!r}")
+    options = dict(min_instances=min_instances, max_instances=max_instances, min_size=min_size,
+                   max_size=max_size, min_visible_area=min_visible_area,
+                   min_visible_fraction=min_visible_fraction, min_colour_distance=min_colour_distance)
+    # Check the options once, up front, so a bad value fails before any file is written.
+    random_shapes_image(np.random.default_rng(0), image_size=int(image_size), **options)
+    out = Path(out_dir)
+    result = {}
+    for split, n in (("train", int(n_train)), ("val", int(n_val))):
+        if n > 0:
+            result[split] = _write_split(out / split, split, n, int(seed), int(image_size), options)
+    return result
