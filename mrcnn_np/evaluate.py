@@ -43,7 +43,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .data.coco import (CocoDataset, atomic_write_json, category_mapping, mask_to_rle, read_coco_json,
+from .atomic import atomic_write_json
+from .data.coco import (CocoDataset, category_mapping, mask_to_rle, read_coco_json,
                         segmentation_to_mask)
 
 __all__ = ["METRIC_KEYS", "load_coco_gt", "predictions_to_coco_results", "evaluate_coco",

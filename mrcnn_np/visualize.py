@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .data.coco import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 __all__ = ["PALETTE", "to_rgb_uint8", "overlay_masks", "save_figure", "draw_instances",
            "draw_anchors", "draw_proposals", "draw_gt_vs_pred", "plot_losses", "read_jsonl"]

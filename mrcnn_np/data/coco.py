@@ -43,10 +43,8 @@ image is loaded.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -57,7 +55,6 @@ from pycocotools import mask as mask_utils
 __all__ = [
     "CocoFormatError", "ImageNotFoundError", "CocoDataset", "category_mapping", "read_coco_json",
     "segmentation_to_mask", "mask_to_rle", "decode_rle", "image_to_float_chw",
-    "atomic_write_bytes", "atomic_write_json", "atomic_write_png",
 ]
 
 
@@ -72,38 +69,6 @@ class ImageNotFoundError(FileNotFoundError):
 # ----------------------------------------------------------------------------------------------------
 # Writing files so that a reader never sees half of one.
 # ----------------------------------------------------------------------------------------------------
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: into a temporary file in the same directory, then
-    ``os.replace`` (an atomic rename on POSIX and Windows). A crash leaves either the old file or the new
-    one, never a truncated one. The directory must exist."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        # NOTE: the temporary file must not outlive a failed write (it would be a half-written file).
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_json(path, obj, indent: int | None = None) -> None:
-    """``json.dumps(obj)`` written atomically (see :func:`atomic_write_bytes`). Keys keep insertion
-    order, so the same object always gives the same bytes."""
-    atomic_write_bytes(path, json.dumps(obj, indent=indent).encode("utf-8"))
-
-
-def atomic_write_png(path, image: np.ndarray) -> None:
-    """Save a ``uint8`` image ``(H, W, 3)`` or ``(H, W)`` as PNG, atomically."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-
 
 # ----------------------------------------------------------------------------------------------------
 # Masks: COCO segmentation <-> binary (H, W) arrays.

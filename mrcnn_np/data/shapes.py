@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .coco import atomic_write_json, atomic_write_png, mask_to_rle
+from ..atomic import atomic_write_json, atomic_write_png
+from .coco import mask_to_rle
 
 __all__ = ["CATEGORIES", "shape_mask", "random_shapes_image", "generate_shapes"]
 

@@ -225,11 +225,9 @@ def conv_transpose2d_backward(dout, cache):
 
     dout: (N, C_out, H_out, W_out).  Returns ``(dx, dw, db)`` with the shapes of ``x``, ``w``, ``b``.
     """
-    xp = get_array_module(dout)
     x2d, w2d, w_shape, x_shape, stride, padding, has_bias = cache
     n, cin, h, wd = x_shape
     _, cout, kh, kw = w_shape
-    full_h, full_w = (h - 1) * stride + kh, (wd - 1) * stride + kw
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     dfull = _pad_nhwc(dout.transpose(0, 2, 3, 1), padding)              # undo the crop
     dcols = im2col_nhwc(dfull, kh, kw, stride, h, wd).reshape(n * h * wd, kh * kw * cout)

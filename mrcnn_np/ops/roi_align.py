@@ -31,7 +31,6 @@ and in chunks that bound the gathered block's memory.
 """
 from __future__ import annotations
 
-import math
 
 from ..backend import get_array_module
 from ._check import check_float, check_ndim, pair
