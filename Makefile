@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test gradcheck bench test-gpu clean
+.PHONY: demo test gradcheck bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,6 @@ gradcheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_ops.py
-
-test-gpu: $(STAMP)
-	$(PY) -m pip install --quiet -r requirements-gpu.txt
-	$(PY) -m pytest -q -m gpu
 
 clean:
 	rm -rf $(VENV) build *.egg-info
