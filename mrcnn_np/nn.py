@@ -64,6 +64,12 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}.backward called more times than forward")
         return self._caches.pop()
 
+    def _accumulate(self, dw, db):
+        """Add a backward's weight and bias gradients into ``weight.grad`` / ``bias.grad``."""
+        self.weight.grad += dw
+        if getattr(self, "bias", None) is not None:
+            self.bias.grad += db
+
 
 def _kaiming(shape, fan_in, rng, dtype):
     """He-normal initialisation, std = sqrt(2 / fan_in): keeps activations' scale through ReLUs."""
@@ -92,9 +98,7 @@ class Conv2d(Module):
 
     def backward(self, dout):
         dx, dw, db = F.conv2d_backward(dout, self._pop())
-        self.weight.grad += dw
-        if self.bias is not None:
-            self.bias.grad += db
+        self._accumulate(dw, db)
         return dx
 
 
@@ -120,9 +124,7 @@ class ConvTranspose2d(Module):
 
     def backward(self, dout):
         dx, dw, db = F.conv_transpose2d_backward(dout, self._pop())
-        self.weight.grad += dw
-        if self.bias is not None:
-            self.bias.grad += db
+        self._accumulate(dw, db)
         return dx
 
 
@@ -144,9 +146,7 @@ class Linear(Module):
 
     def backward(self, dout):
         dx, dw, db = F.linear_backward(dout, self._pop())
-        self.weight.grad += dw
-        if self.bias is not None:
-            self.bias.grad += db
+        self._accumulate(dw, db)
         return dx
 
 

@@ -24,24 +24,20 @@ def check_dim(name: str, a, axis: int, expected: int, what: str) -> None:
                          f"got shape {tuple(a.shape)}")
 
 
+def _check_int(name: str, v, minimum: int, what: str) -> int:
+    if isinstance(v, bool) or not hasattr(v, "__index__") or int(v) < minimum:
+        raise ValueError(f"{name}: expected a {what} integer, got {v!r}")
+    return int(v)
+
+
 def check_positive_int(name: str, v) -> int:
     """``v`` must be an integer >= 1; returns it as ``int``."""
-    if isinstance(v, bool) or not hasattr(v, "__index__"):
-        raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-    v = int(v)
-    if v < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {v}")
-    return v
+    return _check_int(name, v, 1, "positive")
 
 
 def check_nonneg_int(name: str, v) -> int:
     """``v`` must be an integer >= 0; returns it as ``int``."""
-    if isinstance(v, bool) or not hasattr(v, "__index__"):
-        raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
-    v = int(v)
-    if v < 0:
-        raise ValueError(f"{name}: expected a non-negative integer, got {v}")
-    return v
+    return _check_int(name, v, 0, "non-negative")
 
 
 def pair(name: str, v, positive: bool = True) -> tuple[int, int]:
