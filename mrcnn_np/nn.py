@@ -4,6 +4,7 @@ A module's ``forward(x)`` calls the op's ``*_forward`` and pushes the cache on a
 pops the latest cache, calls ``*_backward``, *adds* the parameter gradients into ``Parameter.grad`` and
 returns the input gradient. The stack is what lets one module be applied several times per step (the
 RPN head is shared by every FPN level): backward runs in reverse order, so last in is first out.
+Inside ``with no_cache():`` (inference) nothing is pushed, so memory does not grow.
 """
 from __future__ import annotations
 
@@ -15,7 +16,21 @@ from . import functional as F
 from .backend import xp as _xp
 
 __all__ = ["Parameter", "Module", "Conv2d", "ConvTranspose2d", "Linear", "GroupNorm", "ReLU",
-           "MaxPool2d"]
+           "MaxPool2d", "no_cache"]
+
+_record_caches = True
+
+
+class no_cache:
+    """Context manager for inference: forwards keep no cache (there will be no backward)."""
+
+    def __enter__(self):
+        global _record_caches
+        self._previous, _record_caches = _record_caches, False
+
+    def __exit__(self, *exc):
+        global _record_caches
+        _record_caches = self._previous
 
 
 class Parameter:
@@ -57,7 +72,16 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def _push(self, cache):
-        self._caches.append(cache)
+        if _record_caches:
+            self._caches.append(cache)
+
+    def clear_caches(self):
+        """Drop every pending cache of this module and its sub-modules (e.g. after a failed step)."""
+        self._caches.clear()
+        for value in vars(self).values():
+            for item in (value if isinstance(value, (list, tuple)) else [value]):
+                if isinstance(item, Module):
+                    item.clear_caches()
 
     def _pop(self):
         if not self._caches:

@@ -1,0 +1,43 @@
+"""Feature Pyramid Network: C2..C5 -> P2..P5, every level with the same width F.
+
+    inner_5 = lateral_5(C5)                                 lateral: 1x1 conv C_k -> F
+    inner_k = lateral_k(C_k) + upsample_x2(inner_{k+1})     top-down, k = 4, 3, 2
+    P_k     = output_k(inner_k)                             output: 3x3 conv F -> F
+
+Coarse levels carry semantics down to the fine ones, so even P2 (stride 4) "knows" what it sees.
+Backward: each ``dP_k`` enters through ``output_k``; walking from P2 upwards, ``d inner_k`` feeds
+``lateral_k`` (-> ``dC_k``) and, through the upsampling's backward (a sum over 2x2 blocks), adds to
+``d inner_{k+1}``.
+"""
+from __future__ import annotations
+
+from .. import functional as F
+from .. import nn
+
+
+class FPN(nn.Module):
+    def __init__(self, in_channels, out_channels, rng, dtype):
+        super().__init__()
+        self.lateral = [nn.Conv2d(c, out_channels, 1, rng=rng, dtype=dtype) for c in in_channels]
+        self.output = [nn.Conv2d(out_channels, out_channels, 3, padding=1, rng=rng, dtype=dtype)
+                       for _ in in_channels]
+
+    def forward(self, feats):
+        """feats: [C2, C3, C4, C5] -> [P2, P3, P4, P5]."""
+        inner = [None] * len(feats)
+        inner[-1] = self.lateral[-1](feats[-1])
+        for k in range(len(feats) - 2, -1, -1):
+            up, _ = F.upsample_nearest2d_forward(inner[k + 1], 2)
+            inner[k] = self.lateral[k](feats[k]) + up
+        return [self.output[k](inner[k]) for k in range(len(feats))]
+
+    def backward(self, dP):
+        """dP: gradients of [P2..P5]. Returns [dC2..dC5]."""
+        n = len(dP)
+        d_inner = [self.output[k].backward(dP[k]) for k in range(n)]
+        dC = [None] * n
+        for k in range(n):                                      # fine to coarse: top-down reversed
+            if k < n - 1:
+                d_inner[k + 1] = d_inner[k + 1] + F.upsample_nearest2d_backward(d_inner[k], 2)
+            dC[k] = self.lateral[k].backward(d_inner[k])
+        return dC

@@ -1,0 +1,47 @@
+"""Multi-scale RoIAlign: each RoI is pooled from the one FPN level that suits its size.
+
+Level of a RoI of width w and height h (FPN paper, eq. 1, with s0/k0 from the config so that small
+images work):  k = clamp(floor(k0 + log2(sqrt(w h) / s0)), 2, 5).  Then
+``out[r] = RoIAlign(P_k, roi_r, output_size, 1 / stride_k, sampling_ratio, aligned=True)``.
+Backward sends each RoI's gradient to its own level only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .. import nn
+from ..detection.level_mapper import LevelMapper
+
+
+class MultiScaleRoIAlign(nn.Module):
+    def __init__(self, output_size, sampling_ratio, canonical_scale, canonical_level,
+                 strides=(4, 8, 16, 32)):
+        super().__init__()
+        self.output_size, self.sampling_ratio = output_size, sampling_ratio
+        self.scales = [1.0 / s for s in strides]
+        self.mapper = LevelMapper(2, 1 + len(strides), canonical_scale, canonical_level)
+
+    def forward(self, feats, rois):
+        """feats: [P2..P5] (N, C, H_k, W_k); rois: (R, 5) [batch_index, x1, y1, x2, y2].
+        Returns (R, C, s, s)."""
+        levels = self.mapper(rois[:, 1:])
+        c = feats[0].shape[1]
+        s = self.output_size
+        out = np.zeros((rois.shape[0], c, s, s), dtype=feats[0].dtype)
+        per_level = []
+        for k, (p, scale) in enumerate(zip(feats, self.scales)):
+            idx = np.nonzero(levels == k)[0]
+            if idx.size:
+                out[idx], cache = F.roi_align_forward(p, rois[idx], s, scale, self.sampling_ratio, True)
+                per_level.append((k, idx, cache))
+        self._push(([p.shape for p in feats], per_level))
+        return out
+
+    def backward(self, dout):
+        """dout: (R, C, s, s). Returns d[P2..P5] (zeros where a level pooled nothing)."""
+        shapes, per_level = self._pop()
+        d_feats = [np.zeros(shape, dtype=dout.dtype) for shape in shapes]
+        for k, idx, cache in per_level:
+            d_feats[k] += F.roi_align_backward(dout[idx], cache)
+        return d_feats

@@ -1,0 +1,157 @@
+"""The RoI heads: a box head (classification + box regression) and a mask head, in parallel.
+
+Box head (notes, section 2):  RoIAlign 7x7 -> flatten -> FC -> ReLU -> FC -> ReLU ->
+    class logits (K+1) and class-specific deltas (4(K+1)).
+Mask head (notes, section 4, fully convolutional):  RoIAlign 14x14 -> 4 x (conv3x3 -> ReLU) ->
+    transposed conv 2x2 stride 2 -> ReLU -> conv1x1 -> K x 28 x 28 mask logits, one per class.
+
+Losses (notes, section 5), over the RoIs sampled per image (positives first):
+    loss_cls  = mean CE(class logits, label)
+    loss_box  = sum_{positives} SmoothL1_{1/9}(deltas[label] - target) / (number of sampled RoIs)
+    loss_mask = mean BCE(mask logits[label], mask target)   over positives only, on the channel of the
+                ground-truth class (notes, section 6: no competition between classes' masks).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .. import nn
+from ..detection.boxes import BoxCoder
+from ..detection.mask_targets import build_mask_targets
+from ..detection.matcher import Matcher
+from ..detection.postprocess import postprocess_boxes, postprocess_masks
+from ..detection.roi_targets import build_roi_targets
+from ..detection.sampler import BalancedPositiveNegativeSampler
+from .poolers import MultiScaleRoIAlign
+
+
+class BoxHead(nn.Module):
+    def __init__(self, in_features, fc, num_classes, rng, dtype):
+        super().__init__()
+        self.fc6 = nn.Linear(in_features, fc, rng=rng, dtype=dtype)
+        self.fc7 = nn.Linear(fc, fc, rng=rng, dtype=dtype)
+        self.relu6, self.relu7 = nn.ReLU(), nn.ReLU()
+        self.cls_score = nn.Linear(fc, num_classes + 1, rng=rng, dtype=dtype, std=0.01)
+        self.bbox_pred = nn.Linear(fc, 4 * (num_classes + 1), rng=rng, dtype=dtype, std=0.001)
+
+    def forward(self, pooled):
+        r = pooled.shape[0]
+        x = self.relu6(self.fc6(pooled.reshape(r, -1)))        # (R, C, 7, 7) -> (R, C*49)
+        x = self.relu7(self.fc7(x))
+        return self.cls_score(x), self.bbox_pred(x)
+
+    def backward(self, d_cls, d_box, pooled_shape):
+        dx = self.cls_score.backward(d_cls) + self.bbox_pred.backward(d_box)
+        dx = self.fc6.backward(self.relu6.backward(self.fc7.backward(self.relu7.backward(dx))))
+        return dx.reshape(pooled_shape)
+
+
+class MaskHead(nn.Module):
+    def __init__(self, in_channels, channels, n_convs, num_classes, rng, dtype):
+        super().__init__()
+        self.convs = [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, rng=rng,
+                                dtype=dtype) for i in range(n_convs)]
+        self.relus = [nn.ReLU() for _ in range(n_convs + 1)]
+        self.deconv = nn.ConvTranspose2d(channels, channels, 2, stride=2, rng=rng, dtype=dtype)
+        self.logits = nn.Conv2d(channels, num_classes, 1, rng=rng, dtype=dtype, std=0.001)
+
+    def forward(self, x):
+        for conv, relu in zip(self.convs, self.relus):
+            x = relu(conv(x))
+        return self.logits(self.relus[-1](self.deconv(x)))    # (R, K, 28, 28)
+
+    def backward(self, dout):
+        d = self.deconv.backward(self.relus[-1].backward(self.logits.backward(dout)))
+        for conv, relu in zip(reversed(self.convs), reversed(self.relus[:-1])):
+            d = conv.backward(relu.backward(d))
+        return d
+
+
+class RoIHeads(nn.Module):
+    def __init__(self, cfg, rng):
+        super().__init__()
+        c, k, dt = cfg.fpn_channels, cfg.num_classes, cfg.dtype
+        self.cfg = cfg
+        self.box_pooler = MultiScaleRoIAlign(cfg.box_pool, cfg.sampling_ratio, cfg.canonical_scale,
+                                             cfg.canonical_level)
+        self.mask_pooler = MultiScaleRoIAlign(cfg.mask_pool, cfg.sampling_ratio, cfg.canonical_scale,
+                                              cfg.canonical_level)
+        self.box_head = BoxHead(c * cfg.box_pool ** 2, cfg.box_fc, k, rng, dt)
+        self.mask_head = MaskHead(c, cfg.mask_channels, cfg.mask_convs, k, rng, dt)
+        self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+        self.matcher = Matcher(cfg.roi_iou, cfg.roi_iou, allow_low_quality_matches=False)
+        self.sampler = BalancedPositiveNegativeSampler(cfg.roi_batch_per_image, cfg.roi_positive_fraction)
+
+    def forward_train(self, feats, proposals, targets, rng):
+        """Returns the three losses; keeps what ``backward`` needs."""
+        k1 = self.cfg.num_classes + 1
+        rois, labels, reg, pos_rois, pos_labels, mask_targets = [], [], [], [], [], []
+        for i, (props, t) in enumerate(zip(proposals, targets)):
+            s = build_roi_targets(props, t["boxes"], t["labels"], rng, self.matcher, self.sampler,
+                                  self.box_coder)
+            rois.append(np.concatenate([np.full((len(s.labels), 1), i, s.rois.dtype), s.rois], 1))
+            labels.append(s.labels)
+            reg.append(s.regression_targets)
+            pos_rois.append(rois[-1][: s.num_pos])
+            pos_labels.append(s.labels[: s.num_pos])
+            mask_targets.append(build_mask_targets(t["masks"], s.rois[: s.num_pos], s.matched_gt[: s.num_pos],
+                                                   self.cfg.mask_size, dtype=s.rois.dtype))
+        rois, labels, reg = np.concatenate(rois), np.concatenate(labels), np.concatenate(reg)
+        pos = np.nonzero(labels > 0)[0]
+
+        pooled = self.box_pooler.forward(feats, rois)                        # (R, C, 7, 7)
+        cls_logits, box_deltas = self.box_head(pooled)
+        loss_cls, c_cls = F.softmax_cross_entropy_forward(cls_logits, labels)
+        picked = box_deltas.reshape(-1, k1, 4)[pos, labels[pos]]             # (P, 4): own class only
+        loss_box, c_box = F.smooth_l1_forward(picked, reg[pos], beta=1 / 9)
+        n_rois = max(rois.shape[0], 1)
+
+        pos_rois, pos_labels = np.concatenate(pos_rois), np.concatenate(pos_labels)
+        mask_targets = np.concatenate(mask_targets)
+        loss_mask, c_mask = 0.0, None
+        if pos_rois.shape[0]:
+            mask_logits = self.mask_head(self.mask_pooler.forward(feats, pos_rois))  # (P, K, 28, 28)
+            own = mask_logits[np.arange(len(pos_labels)), pos_labels - 1]         # (P, 28, 28)
+            loss_mask, c_mask = F.sigmoid_bce_with_logits_forward(own, mask_targets)
+            self._mask_shape = mask_logits.shape
+        self._cache = (c_cls, c_box, c_mask, pos, labels, n_rois, box_deltas.shape, pooled.shape,
+                       pos_labels, [p.shape for p in feats])
+        return loss_cls, loss_box / n_rois, loss_mask
+
+    def backward(self, d_cls=1.0, d_box=1.0, d_mask=1.0):
+        """Returns d[P2..P5] from the three losses (through both RoIAligns)."""
+        c_cls, c_box, c_mask, pos, labels, n_rois, box_shape, pooled_shape, pos_labels, shapes = self._cache
+        k1 = self.cfg.num_classes + 1
+        d_logits = F.softmax_cross_entropy_backward(d_cls, c_cls)
+        d_deltas = np.zeros(box_shape, dtype=d_logits.dtype).reshape(-1, k1, 4)
+        d_deltas[pos, labels[pos]] = F.smooth_l1_backward(d_box / n_rois, c_box)
+        d_pooled = self.box_head.backward(d_logits, d_deltas.reshape(box_shape), pooled_shape)
+        d_feats = self.box_pooler.backward(d_pooled)
+        if c_mask is not None:
+            d_mask_logits = np.zeros(self._mask_shape, dtype=d_logits.dtype)
+            d_mask_logits[np.arange(len(pos_labels)), pos_labels - 1] = \
+                F.sigmoid_bce_with_logits_backward(d_mask, c_mask)
+            d_mask_feats = self.mask_pooler.backward(self.mask_head.backward(d_mask_logits))
+            d_feats = [a + b for a, b in zip(d_feats, d_mask_feats)]
+        return d_feats
+
+    def predict(self, feats, proposals, image_sizes):
+        """Inference: per image ``{boxes, scores, labels, masks}`` at the input's scale."""
+        results = []
+        for i, (props, size) in enumerate(zip(proposals, image_sizes)):
+            one = [f[i : i + 1] for f in feats]                                 # this image only
+            rois = np.concatenate([np.zeros((len(props), 1), props.dtype), props], 1)
+            cls_logits, box_deltas = self.box_head(self.box_pooler.forward(one, rois))
+            det = postprocess_boxes(cls_logits, box_deltas, props, size, self.cfg.score_thresh,
+                                    self.cfg.nms_thresh, self.cfg.detections_per_img,
+                                    box_coder=self.box_coder)
+            boxes = det["boxes"].astype(props.dtype)
+            if boxes.shape[0]:
+                mrois = np.concatenate([np.zeros((len(boxes), 1), boxes.dtype), boxes], 1)
+                mask_logits = self.mask_head(self.mask_pooler.forward(one, mrois))
+            else:
+                mask_logits = np.zeros((0, self.cfg.num_classes, self.cfg.mask_size, self.cfg.mask_size),
+                                       dtype=props.dtype)
+            results.append(postprocess_masks(det, mask_logits, size, background_channel=False))
+        return results
