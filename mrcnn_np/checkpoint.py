@@ -1,0 +1,202 @@
+"""Checkpoints: a model's parameters, the optimizer's state and the run's metadata in one ``.npz``.
+
+File format (a NumPy ``.npz``, i.e. a zip of ``.npy`` arrays; ``np.load(path)`` opens it, no pickle)::
+
+    param/<name>    every parameter array, e.g. ``param/backbone.stem.conv.weight``
+    optim/<name>    the optimizer's momentum buffer of that parameter (absent if saved without one)
+    meta            0-d unicode array holding a JSON object:
+                    {"format": "mrcnn-np checkpoint", "version": 1,
+                     "config": dataclasses.asdict(model.config), "config_class": "module.ClassName",
+                     "step": steps done, "extra": anything JSON-able (the training loop's bookkeeping)}
+
+The file is written atomically (:func:`mrcnn_np.atomic.atomic_write_bytes`): the whole archive is
+built in memory and then replaces the old file in one rename, so a crash during a save leaves the
+previous checkpoint as it was.
+
+Loading checks before it changes anything: a model gets its parameters only if the checkpoint was
+saved from the same config, with exactly the same parameter names and shapes. Every problem raises
+:class:`CheckpointError` naming the file and what differs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write_bytes
+from .backend import get_array_module, to_numpy
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_config", "read_metadata",
+           "FORMAT", "VERSION"]
+
+FORMAT = "mrcnn-np checkpoint"
+VERSION = 1
+_META = "meta"
+_PARAM, _OPTIM = "param/", "optim/"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or does not fit the model/optimizer it is loaded into."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Saving.
+# ----------------------------------------------------------------------------------------------------
+
+def _config_dict(config) -> dict:
+    """``asdict(config)`` as it reads back from JSON (tuples become lists), so dicts compare equal."""
+    d = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    return json.loads(json.dumps(d))
+
+
+def save_checkpoint(path, model, optimizer=None, step: int = 0, extra=None) -> Path:
+    """Write ``model``'s parameters, ``optimizer.state_dict()`` and the metadata to ``path`` atomically.
+
+    ``extra`` must be JSON-able. Returns the path.
+    """
+    path = Path(path)
+    meta = {"format": FORMAT, "version": VERSION, "config": _config_dict(model.config),
+            "config_class": f"{type(model.config).__module__}.{type(model.config).__qualname__}",
+            "step": int(step), "extra": extra}
+    try:
+        meta_json = json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the metadata is not JSON-able ({exc}); "
+                              f"extra must hold only dicts, lists, strings, numbers, None") from exc
+    arrays = {_PARAM + name: to_numpy(p.data) for name, p in model.named_parameters().items()}
+    if optimizer is not None:
+        arrays.update({_OPTIM + name: to_numpy(v) for name, v in optimizer.state_dict().items()})
+    arrays[_META] = np.array(meta_json)                     # 0-d unicode array
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading.
+# ----------------------------------------------------------------------------------------------------
+
+# What np.load / zipfile raise on a file that is not a (complete) npz.
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError)
+
+
+def _corrupt(path) -> CheckpointError:
+    return CheckpointError(f"corrupt or not an mrcnn-np checkpoint: {path}")
+
+
+def _open(path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except _READ_ERRORS as exc:
+        raise _corrupt(path) from exc
+    if not isinstance(z, np.lib.npyio.NpzFile):             # a bare .npy array
+        raise _corrupt(path)
+    return z
+
+
+def _parse_meta(z, path) -> dict:
+    if _META not in z.files:
+        raise CheckpointError(f"{path}: no metadata (entry {_META!r}) in the archive; "
+                              f"not an mrcnn-np checkpoint")
+    try:
+        meta = json.loads(str(z[_META][()]))
+    except (*_READ_ERRORS, json.JSONDecodeError) as exc:
+        raise _corrupt(path) from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: metadata format is "
+                              f"{meta.get('format') if isinstance(meta, dict) else meta!r}, "
+                              f"expected {FORMAT!r}")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')!r}, "
+                              f"this mrcnn-np reads version {VERSION}")
+    for key in ("config", "step"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: metadata has no {key!r}")
+    return meta
+
+
+def read_metadata(path) -> dict:
+    """The metadata of a checkpoint (``format, version, config, config_class, step, extra``),
+    without reading the parameters."""
+    with _open(path) as z:
+        return _parse_meta(z, path)
+
+
+def read_config(path) -> dict:
+    """The config dict a checkpoint was saved with (rebuild it with ``ConfigClass.from_dict``)."""
+    return read_metadata(path)["config"]
+
+
+def _first_difference(a, b, prefix=""):
+    """The first (dotted field, a's value, b's value) where two JSON-like values differ, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            if k not in a or k not in b:
+                return (prefix + k, a.get(k, "<absent>"), b.get(k, "<absent>"))
+            diff = _first_difference(a[k], b[k], f"{prefix}{k}.")
+            if diff:
+                return diff
+        return None
+    return None if a == b else (prefix.rstrip("."), a, b)
+
+
+def _check_params(arrays, model, path):
+    """Names and shapes must match exactly; nothing is loaded until everything has been checked."""
+    stored = {k[len(_PARAM):]: v for k, v in arrays.items() if k.startswith(_PARAM)}
+    params = model.named_parameters()
+    for name in params:
+        if name not in stored:
+            raise CheckpointError(f"{path}: parameter {name!r} of the model is missing from the checkpoint")
+    for name in stored:
+        if name not in params:
+            raise CheckpointError(f"{path}: the checkpoint has a parameter {name!r} that the model lacks")
+    for name, p in params.items():
+        if tuple(stored[name].shape) != tuple(p.data.shape):
+            raise CheckpointError(f"{path}: parameter {name!r} has shape {tuple(stored[name].shape)} "
+                                  f"in the checkpoint, {tuple(p.data.shape)} in the model")
+    return stored, params
+
+
+def load_checkpoint(path, model=None, optimizer=None) -> dict:
+    """Read a checkpoint; given a model (and optimizer) load the parameters (and buffers) into them.
+
+    Returns the metadata dict. Raises :class:`CheckpointError` if the file is missing or corrupt,
+    if the model's config differs from the stored one (naming the first differing field), or if a
+    parameter is missing, extra or of another shape (naming it). Nothing is changed on error.
+    """
+    with _open(path) as z:
+        meta = _parse_meta(z, path)
+        try:                                   # read everything now: a damaged entry fails here
+            arrays = {k: z[k] for k in z.files if k != _META}
+        except _READ_ERRORS as exc:
+            raise _corrupt(path) from exc
+    if model is None:
+        return meta
+    diff = _first_difference(meta["config"], _config_dict(model.config))
+    if diff:
+        field, ours, theirs = diff
+        raise CheckpointError(f"{path}: saved from another config: field {field!r} is {ours!r} in the "
+                              f"checkpoint, {theirs!r} in the model")
+    stored, params = _check_params(arrays, model, path)
+    if optimizer is not None:
+        optim_state = {k[len(_OPTIM):]: v for k, v in arrays.items() if k.startswith(_OPTIM)}
+        if not optim_state:
+            raise CheckpointError(f"{path}: no optimizer state in the checkpoint (saved without one)")
+        try:
+            # NOTE: load_state_dict checks every name and shape before it changes a buffer, and the
+            # parameters were checked above: a mismatch leaves both model and optimizer untouched.
+            optimizer.load_state_dict(optim_state)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+    for name, p in params.items():
+        p.data[...] = get_array_module(p.data).asarray(stored[name], dtype=p.data.dtype)
+    return meta
