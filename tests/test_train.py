@@ -19,7 +19,7 @@ TERMS = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask")
 @dataclasses.dataclass
 class FakeConfig:
     name: str = "fake"
-    input_size: int = 16
+    image_size: int = 16
 
     @classmethod
     def from_dict(cls, d):
@@ -175,8 +175,8 @@ def test_resume_refuses_other_data_or_config(tmp_path):
     train(FakeModel(), FakeLoader(), tmp_path, steps=2, **FAST)
     with pytest.raises(ValueError, match="steps_per_epoch=3.*has 2"):
         train(FakeModel(), FakeLoader(n=8), tmp_path, steps=4, resume=True, **FAST)
-    with pytest.raises(ValueError, match="field 'input_size'"):
-        train(FakeModel(FakeConfig(input_size=32)), FakeLoader(), tmp_path, steps=4, resume=True, **FAST)
+    with pytest.raises(ValueError, match="field 'image_size'"):
+        train(FakeModel(FakeConfig(image_size=32)), FakeLoader(), tmp_path, steps=4, resume=True, **FAST)
 
 
 def test_fresh_run_empties_the_log_and_progress_bar_goes_to_stderr(tmp_path, capsys):
