@@ -21,24 +21,48 @@ def _cmd_gradcheck(args) -> int:
 
 def _cmd_shapes(args) -> int:
     from .data.shapes import generate_shapes
-    try:
-        written = generate_shapes(args.out, args.train, args.val, seed=args.seed,
-                                  image_size=args.image_size)
-    except ValueError as exc:
-        print(f"mrcnn-np shapes: error: {exc}", file=sys.stderr)
-        return 2
+    written = generate_shapes(args.out, args.train, args.val, seed=args.seed, image_size=args.image_size)
     for split, info in written.items():
         print(f"{split}: {info['num_images']} images, {info['num_instances']} instances -> "
               f"{info['annotations']}")
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .commands import run_train
+    s = run_train(args.config, args.data, args.out, steps=args.steps, max_minutes=args.max_minutes,
+                  batch_size=args.batch_size, lr=args.lr, resume=args.resume, seed=args.seed)
+    print(f"trained {s['step']} of {s['total_steps']} steps ({s['stopped']}); "
+          f"{s['sec_per_step_median']:.3f} s/step; checkpoint {s['checkpoint']}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .commands import run_eval
+    metrics = run_eval(args.checkpoint, args.data, args.out)
+    for kind, m in metrics.items():
+        print(f"{kind:5s} " + "  ".join(f"{k} {v:.3f}" for k, v in m.items()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .commands import run_predict
+    path = run_predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh)
+    print(f"wrote overlays and {path}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
-    # The model arrives with the end-to-end issue; until then the demo is the gradient-check table,
-    # the first thing a learner should see work.
-    print("mrcnn-np demo: the model is not built yet; showing every layer's gradient check.\n")
-    args.tol, args.seed = 1e-6, 0
-    return _cmd_gradcheck(args)
+    from .commands import run_demo
+    r = run_demo(args.data, args.out, steps=args.steps, max_minutes=args.max_minutes, seed=args.seed)
+    m = r["metrics"]
+    print(f"\ndemo: {r['train_steps']} steps at {r['sec_per_step_median']:.3f} s/step, "
+          f"{r['total_seconds'] / 60:.1f} min in all, peak memory {r['peak_rss_mib']:.0f} MiB")
+    for kind in ("bbox", "segm"):
+        print(f"  {kind:5s} AP {m[kind]['AP']:.3f}  AP50 {m[kind]['AP50']:.3f}  AP75 {m[kind]['AP75']:.3f}")
+    print(f"results in {args.out}/ (metrics.json, loss_curve.png, predictions.png, checkpoint.npz)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +88,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
     p.set_defaults(func=_cmd_shapes)
 
-    p = sub.add_parser("demo", parents=[common], help="the main job (see README)")
+    p = sub.add_parser("train", parents=[common], help="train a model on a COCO-format dataset")
+    p.add_argument("--config", default="demo", help="preset: tiny, demo or small")
+    p.add_argument("--data", required=True, help="dataset folder (a split, or a root with train/)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint, log, loss curve")
+    p.add_argument("--steps", type=int, default=None, help="updates (default: 10 epochs)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", parents=[common], help="COCO box and mask AP of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="dataset folder (a split, or a root with val/)")
+    p.add_argument("--out", required=True, help="metrics JSON to write")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", parents=[common], help="overlay PNGs and COCO results for images")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--score-thresh", type=float, default=0.5, help="smallest score drawn")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("demo", parents=[common],
+                       help="shapes -> train the demo config -> evaluate -> pictures (runs/demo)")
+    p.add_argument("--data", default="data/shapes")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--max-minutes", type=float, default=11.0, help="cap on the training time")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
     return parser
 
@@ -76,8 +131,9 @@ def main(argv=None) -> int:
         if args.backend is not None:
             set_backend(args.backend)
         return args.func(args)
-    except BackendError as exc:
-        print(f"mrcnn-np: error: {exc}", file=sys.stderr)
+    except (BackendError, ValueError, FileNotFoundError) as exc:
+        # bad input (a missing file, a corrupt checkpoint, a wrong config): one clear line, no traceback
+        print(f"mrcnn-np {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 

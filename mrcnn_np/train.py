@@ -65,7 +65,7 @@ def train(model, data, out_dir, *, steps: int | None = None, epochs: int | None 
           schedule: str = "cosine", milestones=(), gamma: float = 0.1, warmup_steps: int = 0,
           warmup_factor: float = 0.001, clip_norm: float | None = None,
           checkpoint_every: int | None = None, log_every: int = 1, max_minutes: float | None = None,
-          resume: bool = False, seed: int = 0, progress: bool = True) -> dict:
+          resume: bool = False, seed: int = 0, progress: bool = True, extra: dict | None = None) -> dict:
     """Train ``model`` for ``steps`` updates (or ``epochs`` passes over the data); returns a summary.
 
     ``data``: a :class:`~mrcnn_np.data.BatchLoader` (or anything with ``len()`` = batches per epoch
@@ -75,6 +75,8 @@ def train(model, data, out_dir, *, steps: int | None = None, epochs: int | None 
     ``LRSchedule(lr, T, warmup_steps, warmup_factor, schedule, milestones, gamma)``. ``resume=True``
     continues from ``out_dir/checkpoint.npz`` (if there is one) to the same total ``T``.
     ``max_minutes`` stops at the first step boundary after that much time, with a checkpoint.
+    ``extra`` (JSON-able) is stored in every checkpoint beside the run's own record (e.g. the
+    dataset's class names, which ``eval`` and ``predict`` read back).
 
     Summary: ``steps_done`` (this call), ``step`` (in all), ``total_steps``, ``stopped``
     (``"finished"``, ``"max_minutes"`` or ``"already finished"``), ``sec_per_step_median``,
@@ -92,7 +94,8 @@ def train(model, data, out_dir, *, steps: int | None = None, epochs: int | None 
     # What a checkpoint records about the run; a resume checks the first three.
     record = {"steps_per_epoch": len(loader), "data_seed": _plain(getattr(loader, "seed", None)),
               "seed": _plain(seed), "total_steps": total, "schedule": lr_at.as_dict(),
-              "clip_norm": clip_norm, "optimizer": {"momentum": momentum, "weight_decay": weight_decay}}
+              "clip_norm": clip_norm, "optimizer": {"momentum": momentum, "weight_decay": weight_decay},
+              **(extra or {})}
     start = _restore(paths["checkpoint"], model, optimizer, record) if resume else 0
     _trim_log(paths["log"], start)
     if start >= total:

@@ -31,7 +31,8 @@ from matplotlib.patches import Rectangle
 from .atomic import atomic_write_bytes
 
 __all__ = ["PALETTE", "to_rgb_uint8", "overlay_masks", "save_figure", "draw_instances",
-           "draw_anchors", "draw_proposals", "draw_gt_vs_pred", "plot_losses", "read_jsonl"]
+           "draw_anchors", "draw_proposals", "draw_gt_vs_pred", "draw_prediction_grid", "plot_losses",
+           "read_jsonl"]
 
 # Distinct, saturated colours (RGB 0..255), cycled by instance index.
 PALETTE = np.array([
@@ -207,6 +208,32 @@ def draw_instances(image, boxes=None, labels=None, scores=None, masks=None, clas
     fig, (ax,) = _image_panels([rgb], zoom)
     draw(ax)
     _title(ax, title)
+    return _finish(fig, save_path)
+
+
+def draw_prediction_grid(images, predictions, class_names=None, *, cols: int = 4,
+                         score_thresh: float = 0.5, alpha: float = 0.45, zoom: int = 2,
+                         save_path=None) -> Figure:
+    """A grid of images ``[(H, W, 3), ...]`` with their predicted instances (``predictions``: dicts as
+    for :func:`draw_instances`), ``cols`` per row, each panel ``(H*zoom, W*zoom)`` pixels."""
+    if not images or len(images) != len(predictions):
+        raise ValueError(f"images, predictions: expected the same non-zero number, got "
+                         f"{len(images)} and {len(predictions)}")
+    h, w = to_rgb_uint8(images[0]).shape[:2]
+    cols = min(cols, len(images))
+    rows = -(-len(images) // cols)
+    fig = Figure(figsize=(cols * w * zoom / _DPI, rows * h * zoom / _DPI), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    for k, (image, p) in enumerate(zip(images, predictions)):
+        rgb, draw = _instances_panel(image, p.get("boxes"), p.get("labels"), p.get("scores"),
+                                     p.get("masks"), class_names, score_thresh, alpha)
+        r, c = divmod(k, cols)
+        ax = fig.add_axes((c / cols, 1 - (r + 1) / rows, 1 / cols, 1 / rows))
+        ax.imshow(rgb, interpolation="nearest", extent=(0, w, h, 0))
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_axis_off()
+        draw(ax)
     return _finish(fig, save_path)
 
 
