@@ -105,7 +105,8 @@ def train(model, data, out_dir, *, steps: int | None = None, epochs: int | None 
     deadline = None if max_minutes is None else time.monotonic() + 60.0 * max_minutes
     times, losses, stopped = [], {}, "finished"
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+               file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 10.0)   # a log file: a line per 10 s
     with open(paths["log"], "a", encoding="utf-8") as log, bar:
         t_ready = time.perf_counter()
         for t, (epoch, (images, targets)) in zip(range(start, total), _batches(loader, start)):
