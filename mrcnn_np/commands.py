@@ -6,9 +6,7 @@ config and the dataset's class names and category ids, so ``eval`` and ``predict
 """
 from __future__ import annotations
 
-import json
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np

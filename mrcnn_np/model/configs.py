@@ -12,7 +12,7 @@ Presets
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["ModelConfig", "PRESETS", "get_config"]
 

@@ -7,10 +7,9 @@ Backward sends each RoI's gradient to its own level only.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import functional as F
 from .. import nn
+from ..backend import get_array_module
 from ..detection.level_mapper import LevelMapper
 
 
@@ -25,13 +24,14 @@ class MultiScaleRoIAlign(nn.Module):
     def forward(self, feats, rois):
         """feats: [P2..P5] (N, C, H_k, W_k); rois: (R, 5) [batch_index, x1, y1, x2, y2].
         Returns (R, C, s, s)."""
+        xp = get_array_module(feats[0])
         levels = self.mapper(rois[:, 1:])
         c = feats[0].shape[1]
         s = self.output_size
-        out = np.zeros((rois.shape[0], c, s, s), dtype=feats[0].dtype)
+        out = xp.zeros((rois.shape[0], c, s, s), dtype=feats[0].dtype)
         per_level = []
         for k, (p, scale) in enumerate(zip(feats, self.scales)):
-            idx = np.nonzero(levels == k)[0]
+            idx = xp.nonzero(levels == k)[0]
             if idx.size:
                 out[idx], cache = F.roi_align_forward(p, rois[idx], s, scale, self.sampling_ratio, True)
                 per_level.append((k, idx, cache))
@@ -41,7 +41,8 @@ class MultiScaleRoIAlign(nn.Module):
     def backward(self, dout):
         """dout: (R, C, s, s). Returns d[P2..P5] (zeros where a level pooled nothing)."""
         shapes, per_level = self._pop()
-        d_feats = [np.zeros(shape, dtype=dout.dtype) for shape in shapes]
+        xp = get_array_module(dout)
+        d_feats = [xp.zeros(shape, dtype=dout.dtype) for shape in shapes]
         for k, idx, cache in per_level:
             d_feats[k] += F.roi_align_backward(dout[idx], cache)
         return d_feats

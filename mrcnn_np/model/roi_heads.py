@@ -13,10 +13,9 @@ Losses (notes, section 5), over the RoIs sampled per image (positives first):
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import functional as F
 from .. import nn
+from ..backend import get_array_module
 from ..detection.boxes import BoxCoder
 from ..detection.mask_targets import build_mask_targets
 from ..detection.matcher import Matcher
@@ -85,20 +84,21 @@ class RoIHeads(nn.Module):
 
     def forward_train(self, feats, proposals, targets, rng):
         """Returns the three losses; keeps what ``backward`` needs."""
+        xp = get_array_module(feats[0])
         k1 = self.cfg.num_classes + 1
         rois, labels, reg, pos_rois, pos_labels, mask_targets = [], [], [], [], [], []
         for i, (props, t) in enumerate(zip(proposals, targets)):
             s = build_roi_targets(props, t["boxes"], t["labels"], rng, self.matcher, self.sampler,
                                   self.box_coder)
-            rois.append(np.concatenate([np.full((len(s.labels), 1), i, s.rois.dtype), s.rois], 1))
+            rois.append(xp.concatenate([xp.full((len(s.labels), 1), i, s.rois.dtype), s.rois], 1))
             labels.append(s.labels)
             reg.append(s.regression_targets)
             pos_rois.append(rois[-1][: s.num_pos])
             pos_labels.append(s.labels[: s.num_pos])
             mask_targets.append(build_mask_targets(t["masks"], s.rois[: s.num_pos], s.matched_gt[: s.num_pos],
                                                    self.cfg.mask_size, dtype=s.rois.dtype))
-        rois, labels, reg = np.concatenate(rois), np.concatenate(labels), np.concatenate(reg)
-        pos = np.nonzero(labels > 0)[0]
+        rois, labels, reg = xp.concatenate(rois), xp.concatenate(labels), xp.concatenate(reg)
+        pos = xp.nonzero(labels > 0)[0]
 
         pooled = self.box_pooler.forward(feats, rois)                        # (R, C, 7, 7)
         cls_logits, box_deltas = self.box_head(pooled)
@@ -107,12 +107,12 @@ class RoIHeads(nn.Module):
         loss_box, c_box = F.smooth_l1_forward(picked, reg[pos], beta=1 / 9)
         n_rois = max(rois.shape[0], 1)
 
-        pos_rois, pos_labels = np.concatenate(pos_rois), np.concatenate(pos_labels)
-        mask_targets = np.concatenate(mask_targets)
+        pos_rois, pos_labels = xp.concatenate(pos_rois), xp.concatenate(pos_labels)
+        mask_targets = xp.concatenate(mask_targets)
         loss_mask, c_mask = 0.0, None
         if pos_rois.shape[0]:
             mask_logits = self.mask_head(self.mask_pooler.forward(feats, pos_rois))  # (P, K, 28, 28)
-            own = mask_logits[np.arange(len(pos_labels)), pos_labels - 1]         # (P, 28, 28)
+            own = mask_logits[xp.arange(len(pos_labels)), pos_labels - 1]         # (P, 28, 28)
             loss_mask, c_mask = F.sigmoid_bce_with_logits_forward(own, mask_targets)
             self._mask_shape = mask_logits.shape
         self._cache = (c_cls, c_box, c_mask, pos, labels, n_rois, box_deltas.shape, pooled.shape,
@@ -122,15 +122,16 @@ class RoIHeads(nn.Module):
     def backward(self, d_cls=1.0, d_box=1.0, d_mask=1.0):
         """Returns d[P2..P5] from the three losses (through both RoIAligns)."""
         c_cls, c_box, c_mask, pos, labels, n_rois, box_shape, pooled_shape, pos_labels, shapes = self._cache
+        xp = get_array_module(labels)
         k1 = self.cfg.num_classes + 1
         d_logits = F.softmax_cross_entropy_backward(d_cls, c_cls)
-        d_deltas = np.zeros(box_shape, dtype=d_logits.dtype).reshape(-1, k1, 4)
+        d_deltas = xp.zeros(box_shape, dtype=d_logits.dtype).reshape(-1, k1, 4)
         d_deltas[pos, labels[pos]] = F.smooth_l1_backward(d_box / n_rois, c_box)
         d_pooled = self.box_head.backward(d_logits, d_deltas.reshape(box_shape), pooled_shape)
         d_feats = self.box_pooler.backward(d_pooled)
         if c_mask is not None:
-            d_mask_logits = np.zeros(self._mask_shape, dtype=d_logits.dtype)
-            d_mask_logits[np.arange(len(pos_labels)), pos_labels - 1] = \
+            d_mask_logits = xp.zeros(self._mask_shape, dtype=d_logits.dtype)
+            d_mask_logits[xp.arange(len(pos_labels)), pos_labels - 1] = \
                 F.sigmoid_bce_with_logits_backward(d_mask, c_mask)
             d_mask_feats = self.mask_pooler.backward(self.mask_head.backward(d_mask_logits))
             d_feats = [a + b for a, b in zip(d_feats, d_mask_feats)]
@@ -138,20 +139,21 @@ class RoIHeads(nn.Module):
 
     def predict(self, feats, proposals, image_sizes):
         """Inference: per image ``{boxes, scores, labels, masks}`` at the input's scale."""
+        xp = get_array_module(feats[0])
         results = []
         for i, (props, size) in enumerate(zip(proposals, image_sizes)):
             one = [f[i : i + 1] for f in feats]                                 # this image only
-            rois = np.concatenate([np.zeros((len(props), 1), props.dtype), props], 1)
+            rois = xp.concatenate([xp.zeros((len(props), 1), props.dtype), props], 1)
             cls_logits, box_deltas = self.box_head(self.box_pooler.forward(one, rois))
             det = postprocess_boxes(cls_logits, box_deltas, props, size, self.cfg.score_thresh,
                                     self.cfg.nms_thresh, self.cfg.detections_per_img,
                                     box_coder=self.box_coder)
             boxes = det["boxes"].astype(props.dtype)
             if boxes.shape[0]:
-                mrois = np.concatenate([np.zeros((len(boxes), 1), boxes.dtype), boxes], 1)
+                mrois = xp.concatenate([xp.zeros((len(boxes), 1), boxes.dtype), boxes], 1)
                 mask_logits = self.mask_head(self.mask_pooler.forward(one, mrois))
             else:
-                mask_logits = np.zeros((0, self.cfg.num_classes, self.cfg.mask_size, self.cfg.mask_size),
+                mask_logits = xp.zeros((0, self.cfg.num_classes, self.cfg.mask_size, self.cfg.mask_size),
                                        dtype=props.dtype)
             results.append(postprocess_masks(det, mask_logits, size, background_channel=False))
         return results

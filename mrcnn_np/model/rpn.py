@@ -12,10 +12,11 @@ target) / (number of sampled anchors).  Proposals are decoded from the detached 
 """
 from __future__ import annotations
 
-import numpy as np
+import itertools
 
 from .. import functional as F
 from .. import nn
+from ..backend import get_array_module
 from ..detection.anchors import AnchorGenerator
 from ..detection.boxes import BoxCoder
 from ..detection.matcher import Matcher
@@ -74,7 +75,8 @@ class RPN(nn.Module):
             o, d = self.head(p)
             shapes.append(o.shape)
             outs.append(_flatten(o, d))
-        anchors = self.anchor_gen([p.shape[2:] for p in feats], dtype=feats[0].dtype)
+        anchors = self.anchor_gen([p.shape[2:] for p in feats], dtype=feats[0].dtype,
+                                  xp=get_array_module(feats[0]))
         settings = self.train_settings if training else self.test_settings
         # NOTE: proposals are constants: no gradient flows back through the boxes they select.
         proposals = generate_proposals([o for o, _ in outs], [d for _, d in outs], anchors,
@@ -84,15 +86,16 @@ class RPN(nn.Module):
 
     def loss(self, outs, anchors, gt_boxes, rng):
         """Returns (loss_rpn_cls, loss_rpn_box) and keeps what backward needs."""
-        obj = np.concatenate([o for o, _ in outs], axis=1)                   # (N, A_total)
-        deltas = np.concatenate([d for _, d in outs], axis=1)                # (N, A_total, 4)
-        all_anchors = np.concatenate(anchors)
+        xp = get_array_module(outs[0][0])
+        obj = xp.concatenate([o for o, _ in outs], axis=1)                   # (N, A_total)
+        deltas = xp.concatenate([d for _, d in outs], axis=1)                # (N, A_total, 4)
+        all_anchors = xp.concatenate(anchors)
         labels, targets = [], []
         for boxes in gt_boxes:
             t = build_rpn_targets(all_anchors, boxes, rng, self.matcher, self.sampler, self.box_coder)
             labels.append(t.labels)
             targets.append(t.regression_targets)
-        labels, targets = np.stack(labels), np.stack(targets)                # (N, A_total), (.., 4)
+        labels, targets = xp.stack(labels), xp.stack(targets)                # (N, A_total), (.., 4)
         sampled = labels >= 0
         pos = labels == 1
         n_sampled = max(int(sampled.sum()), 1)
@@ -105,14 +108,14 @@ class RPN(nn.Module):
     def backward(self, d_loss_cls=1.0, d_loss_box=1.0):
         """Returns d[P2..P5] from both RPN losses."""
         c_cls, c_box, sampled, pos, n_sampled, obj_shape, del_shape, sizes = self._loss_cache
-        d_obj = np.zeros(obj_shape, dtype=c_cls[0].dtype)
+        xp = get_array_module(c_cls[0])
+        d_obj = xp.zeros(obj_shape, dtype=c_cls[0].dtype)
         d_obj[sampled] = F.sigmoid_bce_with_logits_backward(d_loss_cls, c_cls)
-        d_del = np.zeros(del_shape, dtype=d_obj.dtype)
+        d_del = xp.zeros(del_shape, dtype=d_obj.dtype)
         d_del[pos] = F.smooth_l1_backward(d_loss_box / n_sampled, c_box)
-        splits = np.cumsum(sizes)[:-1]
+        bounds = [0, *itertools.accumulate(sizes)]                          # level k: [b_k, b_k+1)
         d_feats = [None] * len(sizes)
         for k in range(len(sizes) - 1, -1, -1):                # the shared head pops in reverse order
-            d_o = np.split(d_obj, splits, axis=1)[k]
-            d_d = np.split(d_del, splits, axis=1)[k]
-            d_feats[k] = self.head.backward(*_unflatten(d_o, d_d, self._shapes[k]))
+            lo, hi = bounds[k], bounds[k + 1]
+            d_feats[k] = self.head.backward(*_unflatten(d_obj[:, lo:hi], d_del[:, lo:hi], self._shapes[k]))
         return d_feats
