@@ -25,14 +25,15 @@ __all__ = ["numerical_gradient", "relative_error", "gradcheck", "OpCheck", "op_c
            "format_table"]
 
 
-def numerical_gradient(f, x, h=1e-6):
+def numerical_gradient(f, x, h=1e-6, indices=None):
     """Central-difference gradient of the scalar function ``f()`` with respect to the array ``x``,
-    which ``f`` reads and this function perturbs in place (and restores). Returns an array like x."""
+    which ``f`` reads and this function perturbs in place (and restores). Returns an array like x;
+    given ``indices`` (into ``x.ravel()``), only those entries are estimated (the rest stay 0)."""
     grad = np.zeros_like(x)
     flat_x, flat_g = x.reshape(-1), grad.reshape(-1)           # views: x must be contiguous
     if not np.shares_memory(flat_x, x):
         raise ValueError("x: expected a contiguous array (perturbed in place)")
-    for k in range(flat_x.size):
+    for k in (range(flat_x.size) if indices is None else indices):
         old = flat_x[k]
         flat_x[k] = old + h
         f_plus = f()
