@@ -127,6 +127,13 @@ def remove_small_boxes(boxes, min_size: float):
     return xp.nonzero((w >= min_size) & (h >= min_size))[0].astype(xp.int64)
 
 
+def _size_centre(boxes):
+    """(R, 4) boxes -> widths, heights, centre x, centre y, each (R,): ``w = x2 - x1``, ``cx = x1 + w/2``."""
+    half = boxes.dtype.type(0.5)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return w, h, boxes[:, 0] + half * w, boxes[:, 1] + half * h
+
+
 class BoxCoder:
     """Encode boxes as deltas relative to reference boxes, and decode them back (see module doc).
 
@@ -163,11 +170,8 @@ class BoxCoder:
         g = reference_boxes.astype(dt, copy=False)
         p = proposals.astype(dt, copy=False)
         wx, wy, ww, wh = (dt.type(v) for v in self.weights)
-        half = dt.type(0.5)
-        pw, ph = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1]
-        pcx, pcy = p[:, 0] + half * pw, p[:, 1] + half * ph
-        gw, gh = g[:, 2] - g[:, 0], g[:, 3] - g[:, 1]
-        gcx, gcy = g[:, 0] + half * gw, g[:, 1] + half * gh
+        pw, ph, pcx, pcy = _size_centre(p)
+        gw, gh, gcx, gcy = _size_centre(g)
         return xp.stack([wx * (gcx - pcx) / pw, wy * (gcy - pcy) / ph,
                          ww * xp.log(gw / pw), wh * xp.log(gh / ph)], axis=1)
 
@@ -199,8 +203,7 @@ class BoxCoder:
         b = boxes.astype(dt, copy=False)
         wx, wy, ww, wh = (dt.type(v) for v in self.weights)
         half = dt.type(0.5)
-        pw, ph = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-        pcx, pcy = b[:, 0] + half * pw, b[:, 1] + half * ph
+        pw, ph, pcx, pcy = _size_centre(b)
         dx, dy = d[:, 0::4] / wx, d[:, 1::4] / wy              # (R, K) each
         dw = xp.minimum(d[:, 2::4] / ww, dt.type(self.bbox_xform_clip))
         dh = xp.minimum(d[:, 3::4] / wh, dt.type(self.bbox_xform_clip))

@@ -82,12 +82,11 @@ class Backbone(nn.Module):
         return feats
 
     def backward(self, dfeats):
-        """dfeats: gradients of [C2..C5] (None for none). Returns d(images)."""
-        dx = None
+        """dfeats: gradients of [C2..C5]. Returns d(images).
+        C_k feeds both the output and stage k+1, so its gradient is the sum of the two."""
+        dx = 0
         for stage, df in zip(reversed(self.stages), reversed(dfeats)):
-            if df is not None:
-                dx = df if dx is None else dx + df
-            dx = stage.backward(dx)
+            dx = stage.backward(dx + df)
         return self.stem.backward(dx)
 
 
