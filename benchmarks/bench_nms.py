@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mrcnn_np.detection.nms import nms  # noqa: E402
+from mrcnn_np.ops.nms import nms  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "nms.json"
 

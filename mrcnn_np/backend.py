@@ -7,9 +7,11 @@ Choose once, before building a model, by any of
 * ``--backend numba`` on any ``mrcnn-np`` command.
 
 Registered names: ``numpy`` (the default and the reference), ``numba`` (Numba CPU kernels), ``cupy``
-(CuPy RawKernels from ``kernels/*.cu``) and ``numba-cuda`` (Numba CUDA kernels). A name that is unknown,
-not implemented yet, or whose library or GPU is missing raises :class:`BackendError` saying what is
-missing and how to get it. There is never a silent fallback to NumPy.
+(CuPy RawKernels from ``kernels/*.cu``) and ``numba-cuda`` (Numba CUDA kernels on CuPy arrays; under
+``NUMBA_ENABLE_CUDASIM=1`` Numba's simulator runs them on NumPy arrays). A name that is unknown, or
+whose library or GPU is missing, raises :class:`BackendError` saying what is missing and how to get
+it. There is never a silent fallback to NumPy. Which ops have their own kernel under a backend is
+kept in :mod:`mrcnn_np.dispatch` (``mrcnn-np backends`` prints it); the others run the reference.
 
 Array code asks for its module with :func:`xp` (the active backend's) or :func:`get_array_module`
 (the module an existing array belongs to), in the spirit of ``cupy.get_array_module``.
@@ -24,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "BackendError", "Backend", "BACKENDS", "set_backend", "get_backend", "xp", "get_array_module",
-    "to_numpy",
+    "to_numpy", "loaded_backend",
 ]
 
 
@@ -41,35 +43,84 @@ class Backend:
     gpu: bool
 
 
-# name -> (library it needs, pip hint, implemented yet?, runs on a GPU?)
+# name -> (library it needs, how to get it, runs on a GPU?)
 _REGISTRY = {
-    "numpy": ("numpy", "pip install numpy", True, False),
-    "numba": ("numba", "pip install numba", False, False),
-    "cupy": ("cupy", "pip install cupy-cuda12x (needs an NVIDIA GPU and CUDA 12)", False, True),
-    "numba-cuda": ("numba.cuda", "pip install numba numba-cuda (needs an NVIDIA GPU)", False, True),
+    "numpy": ("numpy", "pip install numpy", False),
+    "numba": ("numba", "pip install numba", False),
+    "cupy": ("cupy", "pip install -r requirements-gpu.txt (cupy-cuda13x; cupy-cuda12x for CUDA 12 "
+                     "drivers) on a machine with an NVIDIA GPU", True),
+    "numba-cuda": ("numba.cuda", "pip install -r requirements-gpu.txt (numba-cuda and CuPy) on a "
+                                 "machine with an NVIDIA GPU", True),
 }
 BACKENDS = tuple(_REGISTRY)
 
 _active: Backend | None = None
+_loaded: dict[str, Backend] = {}
+
+
+def _simulated_cuda() -> bool:
+    """``NUMBA_ENABLE_CUDASIM=1``: Numba's CUDA simulator runs ``@cuda.jit`` kernels on the CPU."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def _cupy_with_gpu(name: str, hint: str):
+    """Import CuPy and make sure it sees a GPU; a clear BackendError saying which piece is missing."""
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError as exc:
+        raise BackendError(f"backend {name!r} needs CuPy, which is missing ({exc}); install it "
+                           f"with: {hint}") from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError: no driver, or no device visible
+        raise BackendError(f"backend {name!r}: CuPy is installed but finds no usable NVIDIA GPU or "
+                           f"driver ({exc}); run it on a machine with a GPU and its driver") from exc
+    if count < 1:
+        raise BackendError(f"backend {name!r}: CuPy is installed but sees no GPU")
+    return cupy
 
 
 def _load(name: str) -> Backend:
     if not isinstance(name, str) or name not in _REGISTRY:
         raise BackendError(
             f"backend: unknown name {name!r}; expected one of {', '.join(BACKENDS)}")
-    lib, hint, implemented, gpu = _REGISTRY[name]
-    if not implemented:
-        raise BackendError(
-            f"backend {name!r} is registered but not implemented yet in this version of mrcnn-np; "
-            f"use 'numpy' (the reference)")
+    if name in _loaded:
+        return _loaded[name]
+    lib, hint, gpu = _REGISTRY[name]
     try:
         importlib.import_module(lib)
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise BackendError(f"backend {name!r} needs the library {lib!r}, which is missing "
                            f"({exc}); install it with: {hint}") from exc
     if name == "numpy":
-        return Backend("numpy", np, gpu=False)
-    raise BackendError(f"backend {name!r}: no loader")  # pragma: no cover
+        backend = Backend("numpy", np, gpu=False)
+    elif name == "numba":
+        backend = Backend("numba", np, gpu=False)
+    elif name == "cupy":
+        backend = Backend("cupy", _cupy_with_gpu(name, hint), gpu=True)
+    else:  # numba-cuda: CuPy owns the arrays, Numba CUDA kernels read them (__cuda_array_interface__)
+        if _simulated_cuda():
+            backend = Backend("numba-cuda", np, gpu=False)      # the simulator works on host arrays
+        else:
+            cupy = _cupy_with_gpu(name, hint)
+            from numba import cuda
+            if not cuda.is_available():
+                raise BackendError(f"backend {name!r}: Numba finds no CUDA GPU or driver "
+                                   f"({cuda.cuda_error() if hasattr(cuda, 'cuda_error') else ''})")
+            backend = Backend("numba-cuda", cupy, gpu=True)
+    if name != "numpy":
+        # register the backend's kernels (mrcnn_np/backends/<name>/, one file per op family)
+        from . import dispatch
+        module = importlib.import_module(f"mrcnn_np.backends.{name.replace('-', '_')}")
+        module.load()
+        dispatch.check_pairs_complete(name)
+    _loaded[name] = backend
+    return backend
+
+
+def loaded_backend(name: str) -> Backend:
+    """A backend that was loaded before (its kernels made a cache, say); loads it if not."""
+    return _loaded.get(name) or _load(name)
 
 
 def set_backend(name: str) -> Backend:

@@ -19,6 +19,30 @@ def _cmd_gradcheck(args) -> int:
     return 1 if bad else 0
 
 
+def _cmd_backends(args) -> int:
+    """Each backend: available here or not (and why), and the ops that have their own kernel."""
+    from . import functional  # noqa: F401  (defines the dispatched ops)
+    from .backend import get_backend
+    from .dispatch import OPS, kernels_of
+    active = get_backend().name
+    for name in BACKENDS:
+        try:
+            b = set_backend(name)
+        except BackendError as exc:
+            print(f"{name:11s} not available: {exc}")
+            continue
+        own = kernels_of(name) if name != "numpy" else []
+        where = "GPU" if b.gpu else "CPU"
+        print(f"{name:11s} available ({where}, arrays: {b.xp.__name__}); "
+              + ("the reference for every op" if name == "numpy" else
+                 f"own kernels for {len(own)} of {len(OPS)} ops"))
+        if own:
+            print(f"{'':13s}kernels:   {', '.join(own)}")
+            print(f"{'':13s}reference: {', '.join(op for op in OPS if op not in own)}")
+    set_backend(active)
+    return 0
+
+
 def _cmd_shapes(args) -> int:
     from .data.shapes import generate_shapes
     written = generate_shapes(args.out, args.train, args.val, seed=args.seed, image_size=args.image_size)
@@ -78,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_gradcheck)
+
+    p = sub.add_parser("backends", parents=[common],
+                       help="list the backends: available or not (why), and which ops have kernels")
+    p.set_defaults(func=_cmd_backends)
 
     p = sub.add_parser("shapes", parents=[common],
                        help="write the toy shapes dataset (PNG images + COCO JSON with RLE masks)")

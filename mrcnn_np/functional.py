@@ -2,23 +2,45 @@
 
 ``*_forward(...)`` returns ``(out, cache)``; ``*_backward(dout, cache)`` returns the gradients in the
 order of the forward's array arguments (losses: the gradient of the predictions only). The code
-lives in :mod:`mrcnn_np.ops` (one file per op family) and :mod:`mrcnn_np.detection`; this module only
-gathers the names, which are a fixed interface.
+lives in :mod:`mrcnn_np.ops` (one file per op family, the NumPy reference); this module gathers the
+names, which are a fixed interface, and routes each call through :mod:`mrcnn_np.dispatch`: the
+active backend's kernel where it has one, the reference otherwise. ``f.reference`` is the
+reference function behind a dispatched ``f``.
 """
-from .detection.boxes import box_iou
-from .detection.nms import batched_nms, nms
-from .ops.activation import relu_backward, relu_forward
-from .ops.conv import (conv2d_backward, conv2d_forward, conv_transpose2d_backward,
-                       conv_transpose2d_forward)
-from .ops.linear import linear_backward, linear_forward
-from .ops.losses import (sigmoid_bce_with_logits_backward, sigmoid_bce_with_logits_forward,
-                         smooth_l1_backward, smooth_l1_forward, softmax_cross_entropy_backward,
-                         softmax_cross_entropy_forward)
-from .ops.norm import group_norm_backward, group_norm_forward
-from .ops.pool import (max_pool2d_backward, max_pool2d_forward, upsample_nearest2d_backward,
-                       upsample_nearest2d_forward)
-from .ops.roi_align import roi_align_backward, roi_align_forward
-from .ops.roi_pool import roi_pool_backward, roi_pool_forward
+from .dispatch import dispatch_op, dispatch_pair
+from .ops import activation, boxes, conv, linear, losses, nms as _nms, norm, pool, roi_align as _ra
+from .ops import roi_pool as _rp
+
+conv2d_forward, conv2d_backward = dispatch_pair(
+    "conv2d", conv.conv2d_forward, conv.conv2d_backward, conv.check_conv2d_args)
+conv_transpose2d_forward, conv_transpose2d_backward = dispatch_pair(
+    "conv_transpose2d", conv.conv_transpose2d_forward, conv.conv_transpose2d_backward,
+    conv.check_conv_transpose2d_args)
+max_pool2d_forward, max_pool2d_backward = dispatch_pair(
+    "max_pool2d", pool.max_pool2d_forward, pool.max_pool2d_backward, pool.check_max_pool2d_args)
+upsample_nearest2d_forward, upsample_nearest2d_backward = dispatch_pair(
+    "upsample_nearest2d", pool.upsample_nearest2d_forward, pool.upsample_nearest2d_backward)
+relu_forward, relu_backward = dispatch_pair(
+    "relu", activation.relu_forward, activation.relu_backward)
+linear_forward, linear_backward = dispatch_pair(
+    "linear", linear.linear_forward, linear.linear_backward)
+group_norm_forward, group_norm_backward = dispatch_pair(
+    "group_norm", norm.group_norm_forward, norm.group_norm_backward, norm.check_group_norm_args)
+roi_align_forward, roi_align_backward = dispatch_pair(
+    "roi_align", _ra.roi_align_forward, _ra.roi_align_backward, _ra.check_roi_align_args)
+roi_pool_forward, roi_pool_backward = dispatch_pair(
+    "roi_pool", _rp.roi_pool_forward, _rp.roi_pool_backward, _rp.check_roi_pool_args)
+softmax_cross_entropy_forward, softmax_cross_entropy_backward = dispatch_pair(
+    "softmax_cross_entropy", losses.softmax_cross_entropy_forward,
+    losses.softmax_cross_entropy_backward, losses.check_softmax_cross_entropy_args)
+smooth_l1_forward, smooth_l1_backward = dispatch_pair(
+    "smooth_l1", losses.smooth_l1_forward, losses.smooth_l1_backward, losses.check_smooth_l1_args)
+sigmoid_bce_with_logits_forward, sigmoid_bce_with_logits_backward = dispatch_pair(
+    "sigmoid_bce_with_logits", losses.sigmoid_bce_with_logits_forward,
+    losses.sigmoid_bce_with_logits_backward, losses.check_sigmoid_bce_with_logits_args)
+box_iou = dispatch_op("box_iou", boxes.box_iou, boxes.check_box_iou_args)
+nms = dispatch_op("nms", _nms.nms, _nms.check_nms_args)
+batched_nms = dispatch_op("batched_nms", _nms.batched_nms, _nms.check_batched_nms_args)
 
 __all__ = [
     "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mrcnn_np.detection.boxes import box_iou
-from mrcnn_np.detection.nms import batched_nms, batched_nms_coordinate_trick, nms
+from mrcnn_np.ops.nms import batched_nms, batched_nms_coordinate_trick, nms
 
-nms_module = importlib.import_module("mrcnn_np.detection.nms")
+nms_module = importlib.import_module("mrcnn_np.ops.nms")
 
 
 def reference_nms(boxes, scores, thr):

@@ -2,15 +2,12 @@
 
 One small module per piece, each stating its math and shapes:
 
-* :mod:`.boxes` -- IoU, area, clipping, the box coder;  :mod:`.nms` -- (batched) NMS
+* :mod:`.boxes` -- clipping, filtering, the box coder (IoU, area and NMS are ops:
+  :mod:`mrcnn_np.ops.boxes`, :mod:`mrcnn_np.ops.nms`, dispatched through :mod:`mrcnn_np.functional`)
 * :mod:`.anchors` -- multi-level FPN anchors;  :mod:`.matcher`, :mod:`.sampler` -- who learns what
 * :mod:`.ground_truth` -- checking ground truth;  :mod:`.rpn_targets`, :mod:`.roi_targets`,
   :mod:`.mask_targets` -- training targets;  :mod:`.level_mapper` -- FPN level of a RoI
 * :mod:`.proposals` -- RPN outputs to proposals;  :mod:`.postprocess` -- detections and pasted masks
-
-# NOTE: the NMS functions are not re-exported here: a package attribute named ``nms`` would shadow
-# the submodule ``mrcnn_np.detection.nms`` (``import mrcnn_np.detection.nms as m`` would then give
-# the function). Use ``mrcnn_np.functional.nms`` / ``batched_nms`` or ``mrcnn_np.detection.nms.nms``.
 """
 from .anchors import AnchorGenerator, cell_anchors, grid_anchors
 from .boxes import BoxCoder, box_area, box_iou, check_boxes, clip_boxes, remove_small_boxes

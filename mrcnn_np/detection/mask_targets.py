@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module, to_numpy
-from ..ops.roi_align import roi_align_forward
+from ..functional import roi_align_forward
 from .boxes import check_boxes
 
 __all__ = ["build_mask_targets"]

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from .boxes import BoxCoder, _image_size, check_boxes, clip_boxes, remove_small_boxes
-from .nms import batched_nms
+from ..functional import batched_nms
 
 __all__ = ["postprocess_boxes", "select_class_masks", "paste_masks", "postprocess_masks"]
 

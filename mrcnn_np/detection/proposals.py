@@ -28,7 +28,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from .boxes import BoxCoder, clip_boxes, remove_small_boxes
-from .nms import batched_nms
+from ..functional import batched_nms
 
 __all__ = ["ProposalSettings", "generate_proposals", "top_k_indices"]
 

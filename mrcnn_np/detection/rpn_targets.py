@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..backend import get_array_module
-from .boxes import BoxCoder, box_iou, check_boxes
+from ..functional import box_iou
+from .boxes import BoxCoder, check_boxes
 from .ground_truth import clean_ground_truth
 from .matcher import Matcher
 from .sampler import BalancedPositiveNegativeSampler

@@ -28,7 +28,8 @@ from ..backend import get_array_module
 from ._check import check_dim, check_float, check_ndim, check_nonneg_int, check_positive_int
 
 __all__ = ["conv2d_forward", "conv2d_backward", "conv_transpose2d_forward",
-           "conv_transpose2d_backward", "im2col_nhwc", "col2im_nhwc"]
+           "conv_transpose2d_backward", "im2col_nhwc", "col2im_nhwc", "check_conv2d_args",
+           "check_conv_transpose2d_args"]
 
 
 def im2col_nhwc(x_pad, kh, kw, stride, out_h, out_w):
@@ -90,18 +91,34 @@ def _check_conv_args(x, w, b, stride, padding, w_layout, cin_axis):
     return check_positive_int("stride", stride), check_nonneg_int("padding", padding)
 
 
+def check_conv2d_args(x, w, b, stride=1, padding=0):
+    """The argument check of :func:`conv2d_forward` (kernels get it too); returns ``(stride, padding)``."""
+    stride, padding = _check_conv_args(x, w, b, stride, padding, "(C_out, C_in, kh, kw)", 1)
+    hp, wp = x.shape[2] + 2 * padding, x.shape[3] + 2 * padding
+    if hp < w.shape[2] or wp < w.shape[3]:
+        raise ValueError(f"x: padded input {hp}x{wp} is smaller than the kernel {w.shape[2]}x{w.shape[3]}")
+    return stride, padding
+
+
+def check_conv_transpose2d_args(x, w, b, stride=1, padding=0):
+    """The argument check of :func:`conv_transpose2d_forward` (kernels get it too)."""
+    stride, padding = _check_conv_args(x, w, b, stride, padding, "(C_in, C_out, kh, kw)", 0)
+    full_h, full_w = (x.shape[2] - 1) * stride + w.shape[2], (x.shape[3] - 1) * stride + w.shape[3]
+    if full_h - 2 * padding < 1 or full_w - 2 * padding < 1:
+        raise ValueError(f"padding: {padding} crops the {full_h}x{full_w} output to nothing")
+    return stride, padding
+
+
 def conv2d_forward(x, w, b, stride=1, padding=0):
     """Convolution (cross-correlation, as in every deep-learning library).
 
     x: (N, C_in, H, W); w: (C_out, C_in, kh, kw); b: (C_out,) or None.
     Returns ``out`` (N, C_out, H_out, W_out) with ``H_out = (H + 2p - kh) // s + 1``, and the cache.
     """
-    stride, padding = _check_conv_args(x, w, b, stride, padding, "(C_out, C_in, kh, kw)", 1)
+    stride, padding = check_conv2d_args(x, w, b, stride, padding)
     n, c, h, wd = x.shape
     cout, _, kh, kw = w.shape
     hp, wp = h + 2 * padding, wd + 2 * padding
-    if hp < kh or wp < kw:
-        raise ValueError(f"x: padded input {hp}x{wp} is smaller than the kernel {kh}x{kw}")
     out_h, out_w = (hp - kh) // stride + 1, (wp - kw) // stride + 1
     x_pad = _pad_nhwc(x.transpose(0, 2, 3, 1), padding)                # (N, Hp, Wp, C)
     if stride == 1:
@@ -201,13 +218,11 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0):
     x: (N, C_in, H, W); w: (C_in, C_out, kh, kw); b: (C_out,) or None.
     Returns ``out`` (N, C_out, H_out, W_out) with ``H_out = (H - 1)*s - 2p + kh``, and the cache.
     """
-    stride, padding = _check_conv_args(x, w, b, stride, padding, "(C_in, C_out, kh, kw)", 0)
+    stride, padding = check_conv_transpose2d_args(x, w, b, stride, padding)
     n, cin, h, wd = x.shape
     _, cout, kh, kw = w.shape
     full_h, full_w = (h - 1) * stride + kh, (wd - 1) * stride + kw
     out_h, out_w = full_h - 2 * padding, full_w - 2 * padding
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"padding: {padding} crops the {full_h}x{full_w} output to nothing")
 
     x2d = x.transpose(0, 2, 3, 1).reshape(n * h * wd, cin)             # (N*H*W, C_in)
     w2d = w.transpose(0, 2, 3, 1).reshape(cin, kh * kw * cout)          # columns ordered (u, v, c_out)

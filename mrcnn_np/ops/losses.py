@@ -21,7 +21,9 @@ from ._check import check_float, check_ndim
 
 __all__ = ["softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
            "smooth_l1_forward", "smooth_l1_backward",
-           "sigmoid_bce_with_logits_forward", "sigmoid_bce_with_logits_backward"]
+           "sigmoid_bce_with_logits_forward", "sigmoid_bce_with_logits_backward",
+           "check_softmax_cross_entropy_args", "check_smooth_l1_args",
+           "check_sigmoid_bce_with_logits_args"]
 
 
 def _same_shape(name, a, ref_name, ref):
@@ -30,13 +32,8 @@ def _same_shape(name, a, ref_name, ref):
                          f"got {tuple(a.shape)}")
 
 
-def softmax_cross_entropy_forward(logits, labels):
-    """logits: (N, K) float; labels: (N,) ints in [0, K).  Returns ``(loss (scalar), cache)``.
-
-    ``N = 0`` gives loss 0 (an empty mean is taken as 0 so that an image with nothing sampled
-    contributes nothing rather than NaN).
-    """
-    xp = get_array_module(logits)
+def check_softmax_cross_entropy_args(logits, labels):
+    """The argument check of :func:`softmax_cross_entropy_forward` (kernels get it too)."""
     check_ndim("logits", logits, 2, "(N, K)")
     check_float("logits", logits)
     check_ndim("labels", labels, 1, f"({logits.shape[0]},)")
@@ -49,6 +46,17 @@ def softmax_cross_entropy_forward(logits, labels):
     if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
         raise ValueError(f"labels: expected values in [0, {k}), got min {int(labels.min())} "
                          f"max {int(labels.max())}")
+
+
+def softmax_cross_entropy_forward(logits, labels):
+    """logits: (N, K) float; labels: (N,) ints in [0, K).  Returns ``(loss (scalar), cache)``.
+
+    ``N = 0`` gives loss 0 (an empty mean is taken as 0 so that an image with nothing sampled
+    contributes nothing rather than NaN).
+    """
+    check_softmax_cross_entropy_args(logits, labels)
+    xp = get_array_module(logits)
+    n, k = logits.shape
     shifted = logits - logits.max(axis=1, keepdims=True)        # log-sum-exp without overflow
     log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
     log_p = shifted - log_z                                     # (N, K) log-softmax
@@ -67,12 +75,17 @@ def softmax_cross_entropy_backward(dloss, cache):
     return dz * (dloss / max(n, 1))
 
 
-def smooth_l1_forward(pred, target, beta=1.0):
-    """pred, target: the same shape, float; ``beta >= 0``.  Returns ``(sum of s(pred - target), cache)``."""
+def check_smooth_l1_args(pred, target, beta=1.0):
+    """The argument check of :func:`smooth_l1_forward` (kernels get it too)."""
     check_float("pred", pred)
     _same_shape("target", target, "pred", pred)
     if not beta >= 0:
         raise ValueError(f"beta: expected a number >= 0, got {beta!r}")
+
+
+def smooth_l1_forward(pred, target, beta=1.0):
+    """pred, target: the same shape, float; ``beta >= 0``.  Returns ``(sum of s(pred - target), cache)``."""
+    check_smooth_l1_args(pred, target, beta)
     xp = get_array_module(pred)
     d = pred - target
     ad = xp.abs(d)
@@ -91,13 +104,18 @@ def smooth_l1_backward(dloss, cache):
     return dloss * xp.where(xp.abs(d) < beta, d / beta, xp.sign(d))
 
 
+def check_sigmoid_bce_with_logits_args(logits, targets):
+    """The argument check of :func:`sigmoid_bce_with_logits_forward` (kernels get it too)."""
+    check_float("logits", logits)
+    _same_shape("targets", targets, "logits", logits)
+
+
 def sigmoid_bce_with_logits_forward(logits, targets):
     """logits, targets: the same shape (e.g. (R, m, m)), targets in [0, 1].
 
     Returns ``(mean binary cross-entropy, cache)``; an empty input gives 0.
     """
-    check_float("logits", logits)
-    _same_shape("targets", targets, "logits", logits)
+    check_sigmoid_bce_with_logits_args(logits, targets)
     xp = get_array_module(logits)
     x = logits
     t = targets.astype(logits.dtype, copy=False)

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 from ._check import check_dim, check_float, check_ndim, check_positive_int
 
-__all__ = ["group_norm_forward", "group_norm_backward"]
+__all__ = ["group_norm_forward", "group_norm_backward", "check_group_norm_args"]
 
 
-def group_norm_forward(x, gamma, beta, num_groups, eps=1e-5):
-    """x: (N, C, H, W); gamma, beta: (C,); ``num_groups`` must divide C.
-
-    Returns ``(y (N, C, H, W), cache)``.
-    """
+def check_group_norm_args(x, gamma, beta, num_groups, eps=1e-5):
+    """The argument check of :func:`group_norm_forward` (kernels get it too); returns ``num_groups``."""
     check_ndim("x", x, 4, "(N, C, H, W)")
     check_float("x", x)
     n, c, h, w = x.shape
@@ -32,6 +29,18 @@ def group_norm_forward(x, gamma, beta, num_groups, eps=1e-5):
     g = check_positive_int("num_groups", num_groups)
     if c % g:
         raise ValueError(f"num_groups: {g} does not divide the {c} channels of x (shape {x.shape})")
+    if not eps > 0:
+        raise ValueError(f"eps: expected a number > 0, got {eps!r}")
+    return g
+
+
+def group_norm_forward(x, gamma, beta, num_groups, eps=1e-5):
+    """x: (N, C, H, W); gamma, beta: (C,); ``num_groups`` must divide C.
+
+    Returns ``(y (N, C, H, W), cache)``.
+    """
+    g = check_group_norm_args(x, gamma, beta, num_groups, eps)
+    n, c, h, w = x.shape
     xg = x.reshape(n, g, -1)                                    # (N, C, H, W) -> (N, G, C/G*H*W)
     mu = xg.mean(axis=2, keepdims=True)
     xc = xg - mu

@@ -9,8 +9,24 @@ from __future__ import annotations
 from ..backend import get_array_module
 from ._check import check_float, check_ndim, check_nonneg_int, check_positive_int, pair
 
-__all__ = ["max_pool2d_forward", "max_pool2d_backward",
+__all__ = ["max_pool2d_forward", "max_pool2d_backward", "check_max_pool2d_args",
            "upsample_nearest2d_forward", "upsample_nearest2d_backward"]
+
+
+def check_max_pool2d_args(x, kernel_size, stride, padding):
+    """The argument check of :func:`max_pool2d_forward` (kernels get it too); returns
+    ``((kh, kw), (sh, sw), padding, (out_h, out_w))``."""
+    check_ndim("x", x, 4, "(N, C, H, W)")
+    check_float("x", x)
+    kh, kw = pair("kernel_size", kernel_size)
+    sh, sw = pair("stride", stride)
+    padding = check_nonneg_int("padding", padding)
+    if padding > kh // 2 or padding > kw // 2:
+        raise ValueError(f"padding: expected at most half the kernel size {kh}x{kw}, got {padding}")
+    hp, wp = x.shape[2] + 2 * padding, x.shape[3] + 2 * padding
+    if hp < kh or wp < kw:
+        raise ValueError(f"x: padded input {hp}x{wp} is smaller than kernel_size {kh}x{kw}")
+    return (kh, kw), (sh, sw), padding, ((hp - kh) // sh + 1, (wp - kw) // sw + 1)
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding):
@@ -19,19 +35,10 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     Returns ``out`` (N, C, H_out, W_out), ``H_out = (H + 2p - k) // s + 1``, and the cache (the input
     shape and, per output pixel, which kernel offset held the max).
     """
-    check_ndim("x", x, 4, "(N, C, H, W)")
-    check_float("x", x)
-    kh, kw = pair("kernel_size", kernel_size)
-    sh, sw = pair("stride", stride)
-    padding = check_nonneg_int("padding", padding)
-    if padding > kh // 2 or padding > kw // 2:
-        raise ValueError(f"padding: expected at most half the kernel size {kh}x{kw}, got {padding}")
+    (kh, kw), (sh, sw), padding, (out_h, out_w) = check_max_pool2d_args(x, kernel_size, stride, padding)
     xp = get_array_module(x)
     n, c, h, w = x.shape
     hp, wp = h + 2 * padding, w + 2 * padding
-    if hp < kh or wp < kw:
-        raise ValueError(f"x: padded input {hp}x{wp} is smaller than kernel_size {kh}x{kw}")
-    out_h, out_w = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     x_pad = x
     if padding:
         x_pad = xp.full((n, c, hp, wp), -xp.inf, dtype=x.dtype)

@@ -35,7 +35,7 @@ from __future__ import annotations
 from ..backend import get_array_module
 from ._check import check_float, check_ndim, pair
 
-__all__ = ["roi_align_forward", "roi_align_backward", "check_rois"]
+__all__ = ["roi_align_forward", "roi_align_backward", "check_rois", "check_roi_align_args"]
 
 _CHUNK_ELEMENTS = 1 << 22      # gathered numbers per chunk (16 MiB in float32)
 
@@ -61,6 +61,11 @@ def check_rois(rois, features, name="rois"):
         if not bool(xp.isfinite(rois).all()):
             raise ValueError(f"{name}: contains NaN or inf")
     return bi
+
+
+def check_roi_align_args(features, rois, output_size, spatial_scale, sampling_ratio, aligned=True):
+    """The argument check of :func:`roi_align_forward` (kernels get it too)."""
+    _check_args(features, rois, output_size, spatial_scale, sampling_ratio)
 
 
 def _check_args(features, rois, output_size, spatial_scale, sampling_ratio):

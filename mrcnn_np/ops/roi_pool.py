@@ -15,7 +15,12 @@ from __future__ import annotations
 from ..backend import get_array_module
 from .roi_align import _check_args, _scatter_add_rows
 
-__all__ = ["roi_pool_forward", "roi_pool_backward"]
+__all__ = ["roi_pool_forward", "roi_pool_backward", "check_roi_pool_args"]
+
+
+def check_roi_pool_args(features, rois, output_size, spatial_scale):
+    """The argument check of :func:`roi_pool_forward` (kernels get it too)."""
+    _check_args(features, rois, output_size, spatial_scale, 0)
 
 
 def _round_half_away(v):

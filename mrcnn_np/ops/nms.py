@@ -34,7 +34,8 @@ import numpy as np
 from ..backend import get_array_module, to_numpy
 from .boxes import check_boxes
 
-__all__ = ["nms", "batched_nms", "batched_nms_coordinate_trick"]
+__all__ = ["nms", "batched_nms", "batched_nms_coordinate_trick", "check_nms_args",
+           "check_batched_nms_args"]
 
 _BLOCK = 128            # boxes decided per greedy block (128-256 measured best at 4,000 boxes)
 
@@ -57,6 +58,16 @@ def _check_inputs(boxes, scores, iou_threshold, labels=None):
     if scores.shape[0] and bool(xp.isnan(scores).any()):
         raise ValueError("scores: contains NaN (its place in the score order is undefined)")
     return xp, t
+
+
+def check_nms_args(boxes, scores, iou_threshold):
+    """The argument check of :func:`nms` (kernels get it too)."""
+    _check_inputs(boxes, scores, iou_threshold)
+
+
+def check_batched_nms_args(boxes, scores, labels, iou_threshold):
+    """The argument check of :func:`batched_nms` (kernels get it too)."""
+    _check_inputs(boxes, scores, iou_threshold, labels)
 
 
 def _stable_argsort_desc(xp, scores):

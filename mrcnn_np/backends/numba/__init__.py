@@ -1,0 +1,10 @@
+"""The ``numba`` backend's kernels; ``load()`` registers them (see :mod:`mrcnn_np.dispatch`)."""
+import importlib
+
+#: the op-family files of this backend, each registering its kernels when imported
+MODULES: tuple = ()
+
+
+def load():
+    for name in MODULES:
+        importlib.import_module(f"{__name__}.{name}")
