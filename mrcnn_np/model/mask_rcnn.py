@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import nn
+from ..backend import get_array_module, to_numpy
 from .backbone import Backbone
 from .configs import ModelConfig
 from .fpn import FPN
@@ -35,6 +36,16 @@ class MaskRCNN(nn.Module):
         self.rpn = RPN(config, rng)
         self.roi_heads = RoIHeads(config, rng)
 
+    def _to_model_arrays(self, images, targets=None):
+        """Move a batch to where the parameters live (the GPU under ``cupy``): the loader makes host
+        arrays, and this is the one place they cross over, once per step."""
+        xp = get_array_module(self.backbone.stem.conv.weight.data)
+        images = xp.asarray(images)
+        if targets is not None:
+            targets = [{k: (xp.asarray(v) if hasattr(v, "dtype") else v) for k, v in t.items()}
+                       for t in targets]
+        return images, targets
+
     def _image_sizes(self, images, targets):
         h, w = images.shape[2:]
         if targets is None:
@@ -53,6 +64,7 @@ class MaskRCNN(nn.Module):
         the loss a smooth function of the parameters (the gradient check uses it).
         Returns {loss name: float}; call :meth:`backward` next."""
         self._check_images(images)
+        images, targets = self._to_model_arrays(images, targets)
         rng = rng if rng is not None else np.random.default_rng(0)
         images = images.astype(self.config.dtype, copy=False)
         feats = self.fpn(self.backbone(images))
@@ -72,14 +84,16 @@ class MaskRCNN(nn.Module):
 
     def predict(self, images):
         """images (N, 3, S, S) -> per image {boxes (D, 4), scores (D,), labels (D,) in 1..K,
-        masks (D, S, S) bool}, in input pixels."""
+        masks (D, S, S) bool}, in input pixels, as host (NumPy) arrays whatever the backend."""
         self._check_images(images)
+        images, _ = self._to_model_arrays(images)
         images = images.astype(self.config.dtype, copy=False)
         with nn.no_cache():
             feats = self.fpn(self.backbone(images))
             sizes = self._image_sizes(images, None)
             proposals, _, _ = self.rpn.forward(feats, sizes, False)
-            return self.roi_heads.predict(feats, [p for p, _ in proposals], sizes)
+            results = self.roi_heads.predict(feats, [p for p, _ in proposals], sizes)
+        return [{k: to_numpy(v) for k, v in r.items()} for r in results]
 
 
 def build_model(config: ModelConfig, seed: int = 0) -> MaskRCNN:
