@@ -11,7 +11,10 @@ File format (a NumPy ``.npz``, i.e. a zip of ``.npy`` arrays; ``np.load(path)`` 
 
 The file is written atomically (:func:`mrcnn_np.atomic.atomic_write_bytes`): the whole archive is
 built in memory and then replaces the old file in one rename, so a crash during a save leaves the
-previous checkpoint as it was.
+previous checkpoint as it was. It is also byte-reproducible: ``np.savez`` stamps every zip entry with
+the current time, so :func:`save_checkpoint` writes the same entries itself with a fixed timestamp
+(1980-01-01, the earliest a zip can hold, as ``SOURCE_DATE_EPOCH`` tools do) and fixed permissions;
+two saves of the same state are the same bytes (and the same hash).
 
 Loading checks before it changes anything: a model gets its parameters only if the checkpoint was
 saved from the same config, with exactly the same parameter names and shapes. Every problem raises
@@ -72,10 +75,24 @@ def save_checkpoint(path, model, optimizer=None, step: int = 0, extra=None) -> P
     if optimizer is not None:
         arrays.update({_OPTIM + name: to_numpy(v) for name, v in optimizer.state_dict().items()})
     arrays[_META] = np.array(meta_json)                     # 0-d unicode array
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, _npz_bytes(arrays))
     return path
+
+
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)                          # the earliest date a zip entry can hold
+
+
+def _npz_bytes(arrays: dict) -> bytes:
+    """What ``np.savez(buf, **arrays)`` writes (uncompressed ``<name>.npy`` entries, zip64), but with
+    a fixed date and permissions on every entry, so equal arrays always give equal bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, mode="w", compression=zipfile.ZIP_STORED) as zf:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_EPOCH)
+            info.external_attr = 0o644 << 16                 # -rw-r--r--, as an unpacked file
+            with zf.open(info, "w", force_zip64=True) as f:  # force_zip64: as np.savez (gh-10776)
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from . import __version__
@@ -52,11 +53,32 @@ def _cmd_shapes(args) -> int:
     return 0
 
 
+def _training(run, *args, **kwargs):
+    """``run(*args, **kwargs)``, a NaN stop turned into a ``ValueError`` that says what to try (main
+    prints it as one line, exit status 2)."""
+    from .train import NonFiniteLossError
+    try:
+        return run(*args, **kwargs)
+    except NonFiniteLossError as exc:
+        then = "--resume to continue from that checkpoint" if exc.checkpoint else "a fresh run"
+        raise ValueError(f"{exc}; try a lower --lr than {exc.lr:g} (e.g. --lr {exc.lr / 4:g}) "
+                         f"with mrcnn-np train and {then}") from None
+
+
 def _cmd_train(args) -> int:
     from .commands import run_train
-    s = run_train(args.config, args.data, args.out, steps=args.steps, max_minutes=args.max_minutes,
-                  batch_size=args.batch_size, lr=args.lr, resume=args.resume, seed=args.seed)
-    print(f"trained {s['step']} of {s['total_steps']} steps ({s['stopped']}); "
+    s = _training(run_train, args.config, args.data, args.out, steps=args.steps,
+                  max_minutes=args.max_minutes, batch_size=args.batch_size, lr=args.lr,
+                  resume=args.resume, seed=args.seed)
+    if s["stopped"] == "already finished":
+        fitted = (f" (the planned {s['planned_steps']} fitted to --max-minutes)"
+                  if s["total_steps"] < s["planned_steps"] else "")
+        print(f"the run in {args.out} is complete: step {s['step']} of {s['total_steps']}{fitted}; "
+              f"nothing to do (--steps above {s['planned_steps']} extends it)")
+        return 0
+    cut = (f"; the schedule was fitted to --max-minutes: {s['total_steps']} of the planned "
+           f"{s['planned_steps']} steps" if s["total_steps"] < s["planned_steps"] else "")
+    print(f"trained {s['step']} of {s['total_steps']} steps ({s['stopped']}{cut}); "
           f"{s['sec_per_step_median']:.3f} s/step; checkpoint {s['checkpoint']}")
     return 0
 
@@ -79,7 +101,8 @@ def _cmd_predict(args) -> int:
 
 def _cmd_demo(args) -> int:
     from .commands import run_demo
-    r = run_demo(args.data, args.out, steps=args.steps, max_minutes=args.max_minutes, seed=args.seed)
+    r = _training(run_demo, args.data, args.out, steps=args.steps, max_minutes=args.max_minutes,
+                  seed=args.seed)
     m = r["metrics"]
     print(f"\ndemo: {r['train_steps']} steps at {r['sec_per_step_median']:.3f} s/step, "
           f"{r['total_seconds'] / 60:.1f} min in all, peak memory {r['peak_rss_mib']:.0f} MiB")
@@ -89,11 +112,39 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``mrcnn-np train: error: argument --steps: ...``),
+    exit status 2, like every other bad input."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind, low, low_ok, what):
+    """An argparse ``type``: ``kind(text)``, finite, and ``>= low`` (``> low`` if not ``low_ok``)."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(v) or (v < low if low_ok else v <= low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    parse.__name__ = what                    # what argparse names in its own messages
+    return parse
+
+
+_positive_int = _number(int, 0, False, "a positive integer")
+_natural = _number(int, 0, True, "a non-negative integer")
+_positive = _number(float, 0.0, False, "a positive number")
+_non_negative = _number(float, 0.0, True, "a non-negative number")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--backend", choices=BACKENDS, default=None,
                         help="array backend (default: $MRCNN_BACKEND or numpy)")
-    parser = argparse.ArgumentParser(prog="mrcnn-np", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="mrcnn-np", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mrcnn-np {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -112,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (gets train/ and val/)")
     p.add_argument("--train", type=int, default=1000, help="number of training images")
     p.add_argument("--val", type=int, default=200, help="number of validation images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_natural, default=0)
     p.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
     p.set_defaults(func=_cmd_shapes)
 
@@ -120,12 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="demo", help="preset: tiny, demo or small")
     p.add_argument("--data", required=True, help="dataset folder (a split, or a root with train/)")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, loss curve")
-    p.add_argument("--steps", type=int, default=None, help="updates (default: 10 epochs)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="updates (default: 10 epochs; with --resume, what the run was started with; "
+                        "a larger number extends a resumed run)")
+    p.add_argument("--max-minutes", type=_non_negative, default=None,
+                   help="time cap: the schedule is shortened to end (annealed) within it")
+    p.add_argument("--batch-size", type=_positive_int, default=4)
+    p.add_argument("--lr", type=_positive, default=None,
+                   help="base learning rate (default: 0.02 x batch-size / 16, the linear scaling rule)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_natural, default=0)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", parents=[common], help="COCO box and mask AP of a checkpoint")
@@ -145,24 +200,34 @@ def build_parser() -> argparse.ArgumentParser:
                        help="shapes -> train the demo config -> evaluate -> pictures (runs/demo)")
     p.add_argument("--data", default="data/shapes")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--steps", type=int, default=2500)
-    p.add_argument("--max-minutes", type=float, default=11.0, help="cap on the training time")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=_positive_int, default=2500)
+    p.add_argument("--max-minutes", type=_non_negative, default=11.0,
+                   help="cap on the training time (the schedule is fitted to end within it)")
+    p.add_argument("--seed", type=_natural, default=0)
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:    # --help, --version, or a usage error (already printed, one line)
+        return exc.code if isinstance(exc.code, int) else 2
     keep_freed_memory()          # steady-state speed for training loops; see mrcnn_np/allocator.py
     try:
         if args.backend is not None:
             set_backend(args.backend)
         return args.func(args)
-    except (BackendError, ValueError, FileNotFoundError) as exc:
-        # bad input (a missing file, a corrupt checkpoint, a wrong config): one clear line, no traceback
+    except (BackendError, ValueError, OSError) as exc:
+        # Bad input (a missing or corrupt file, a wrong config, a folder that cannot be written, a
+        # loss that diverged): one clear line, no traceback. ValueError covers CheckpointError,
+        # CocoFormatError and the NaN stop (re-raised by _cmd_train with its advice); OSError covers
+        # FileNotFoundError, PermissionError, IsADirectoryError, a full disk.
         print(f"mrcnn-np {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mrcnn-np {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,7 @@ from .data import CocoDataset, iterate_batches, predictions_to_original, resize_
 from .data.coco import image_to_float_chw
 from .evaluate import evaluate_coco, predictions_to_coco_results
 from .model import ModelConfig, build_model, get_config
-from .train import peak_rss_mib, train
+from .train import CHECKPOINT_NAME, CLIP_NORM, WARMUP_STEPS, peak_rss_mib, train
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -48,19 +48,36 @@ def _labels_to_cat_ids(meta) -> dict:
     return {int(k): int(v) for k, v in extra.get("label_to_cat_id", {}).items()}
 
 
-def run_train(config: str, data, out, *, steps=None, max_minutes=None, batch_size=4, lr=0.02,
-              warmup_steps=200, resume=False, seed=0, progress=True, num_images=None) -> dict:
+def run_train(config: str, data, out, *, steps=None, max_minutes=None, batch_size=4, lr=None,
+              warmup_steps=WARMUP_STEPS, clip_norm=CLIP_NORM, resume=False, seed=0, progress=True,
+              num_images=None) -> dict:
+    """Train preset ``config`` on the train split of ``data`` into ``out`` with the default recipe
+    (README, "Training recipe"): ``lr`` defaults to ``scaled_lr`` of the images per step (the batch
+    size, or fewer when the dataset is smaller), a warm-up of
+    ``warmup_steps`` steps whatever the run's length, gradients clipped to ``clip_norm``.
+    ``steps`` defaults to 10 epochs, or, for a resume, to what the run was started with."""
     ds = open_split(data, "train")
     cfg = get_config(config, num_classes=ds.num_classes)
     model = build_model(cfg, seed=seed)
-    steps = steps if steps is not None else 10 * max(1, len(ds) // batch_size)
+    if steps is None:
+        steps = _planned_steps(Path(out) / CHECKPOINT_NAME) if resume else None
+        steps = steps or 10 * max(1, len(ds) // batch_size)
     extra = {"class_names": list(ds.class_names),
              "label_to_cat_id": {str(k): int(v) for k, v in ds.label_to_cat_id.items()}}
-    summary = train(model, ds, out, steps=steps, batch_size=batch_size, lr=lr,
-                    warmup_steps=min(warmup_steps, steps // 4), checkpoint_every=250, log_every=10,
+    summary = train(model, ds, out, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                    clip_norm=clip_norm, checkpoint_every=250, log_every=10,
                     max_minutes=max_minutes, resume=resume, seed=seed, progress=progress,
                     extra=extra)
     return summary
+
+
+def _planned_steps(checkpoint: Path):
+    """The number of steps the run in a checkpoint was started with (None if there is no checkpoint)."""
+    if not checkpoint.exists():
+        return None
+    extra = read_metadata(checkpoint).get("extra") or {}
+    planned = extra.get("planned_steps", extra.get("total_steps"))
+    return int(planned) if planned is not None else None
 
 
 def predict_dataset(model, ds, batch_size=8) -> dict:
@@ -73,6 +90,11 @@ def predict_dataset(model, ds, batch_size=8) -> dict:
 
 
 def run_eval(checkpoint, data, out) -> dict:
+    out = Path(out)
+    if out.is_dir():                         # checked first: evaluation takes minutes
+        raise ValueError(f"--out {out} is a folder; expected the path of the metrics JSON to write "
+                         f"(e.g. {out / 'metrics.json'})")
+    out.parent.mkdir(parents=True, exist_ok=True)
     model, meta = load_model(checkpoint)
     ds = open_split(data, "val")
     if ds.num_classes != model.config.num_classes:

@@ -176,3 +176,27 @@ def test_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatc
     with pytest.raises(RuntimeError):
         save_checkpoint(path, Exploding(), step=3)
     assert path.read_bytes() == good
+
+
+def test_two_saves_of_the_same_state_are_byte_identical(tmp_path, monkeypatch):
+    import time
+    import zipfile
+    model, opt = _trained_pair()
+    a = save_checkpoint(tmp_path / "a.npz", model, opt, step=3, extra={"k": 1}).read_bytes()
+    # another wall-clock time (zip entries would carry it): 2001-09-09 instead of now
+    monkeypatch.setattr(time, "time", lambda: 1_000_000_000.0)
+    b = save_checkpoint(tmp_path / "b.npz", model, opt, step=3, extra={"k": 1}).read_bytes()
+    assert a == b
+    with zipfile.ZipFile(tmp_path / "a.npz") as z:
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    # and it is still what np.savez would write, apart from the dates
+    import io
+    buf = io.BytesIO()
+    with np.load(tmp_path / "a.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(buf, **arrays)
+    with zipfile.ZipFile(buf) as zs, zipfile.ZipFile(tmp_path / "a.npz") as zo:
+        assert [i.filename for i in zs.infolist()] == [i.filename for i in zo.infolist()]
+        assert all(zs.read(n) == zo.read(n) for n in zs.namelist())
+    other = save_checkpoint(tmp_path / "c.npz", model, opt, step=4, extra={"k": 1}).read_bytes()
+    assert other != a

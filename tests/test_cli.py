@@ -1,5 +1,6 @@
 """The mrcnn-np command: sub-commands run in-process through cli.main."""
 import json
+import re
 
 from mrcnn_np.cli import main
 
@@ -85,3 +86,100 @@ def test_bad_inputs_are_clear_errors(tiny_run, tmp_path, capsys):
     assert main(["train", "--config", "demo", "--data", str(data), "--out", str(run), "--steps", "4",
                  "--resume"]) == 2
     assert "config" in capsys.readouterr().err
+
+
+# --- clean stops: one line on stderr, exit status 2 ---------------------------------------------------
+
+def _one_error_line(err, command="train"):
+    """The error line of ``err`` (tqdm's bar may have drawn lines before it); there is exactly one."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines()
+             if line.startswith((f"mrcnn-np {command}: error: ", "mrcnn-np: error: "))]
+    assert len(lines) == 1, err
+    assert err.rstrip("\n").endswith(lines[0])
+    return lines[0]
+
+
+def test_a_diverging_run_stops_with_one_line_naming_term_step_checkpoint_and_lr(tiny_run, tmp_path,
+                                                                                capsys):
+    import shutil
+    data, run = tiny_run
+    shutil.copytree(run, tmp_path / "run")                 # the fixture's run: 3 steps, checkpoint at 3
+    good = (tmp_path / "run" / "checkpoint.npz").read_bytes()
+    argv = ["train", "--config", "tiny", "--data", str(data), "--out", str(tmp_path / "run"),
+            "--batch-size", "2", "--steps", "40", "--resume", "--lr", "1e6"]
+    assert main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert re.search(r"error: loss_\w+ = (nan|inf|-inf) at step \d+: training stopped before the "
+                     r"update; the last good checkpoint is .*checkpoint\.npz \(step 3\); try a lower "
+                     r"--lr than 1e\+06 \(e\.g\. --lr 250000\) with mrcnn-np train and --resume", line), line
+    assert (tmp_path / "run" / "checkpoint.npz").read_bytes() == good
+
+
+def test_resume_of_a_finished_run_says_it_is_complete(tiny_run, tmp_path, capsys):
+    import shutil
+    data, run = tiny_run
+    shutil.copytree(run, tmp_path / "run")
+    good = (tmp_path / "run" / "checkpoint.npz").read_bytes()
+    assert main(["train", "--config", "tiny", "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--batch-size", "2", "--resume"]) == 0     # no --steps: the run's own 3
+    out, err = capsys.readouterr()
+    assert f"the run in {tmp_path / 'run'} is complete: step 3 of 3; nothing to do" in out
+    assert "Traceback" not in err
+    assert (tmp_path / "run" / "checkpoint.npz").read_bytes() == good
+
+
+def _bad_inputs(data, run, tmp):
+    """(argv, the error line's expected text) for each kind of bad input."""
+    ck = str(run / "checkpoint.npz")
+    train = ["train", "--config", "tiny", "--data", str(data), "--out", str(tmp / "r")]
+    return [
+        (train + ["--steps", "-5"], "argument --steps: expected a positive integer, got '-5'"),
+        (train + ["--steps", "0"], "argument --steps: expected a positive integer, got '0'"),
+        (train + ["--steps", "many"], "argument --steps: expected a positive integer, got 'many'"),
+        (train + ["--batch-size", "0"], "argument --batch-size: expected a positive integer"),
+        (train + ["--lr", "-0.1"], "argument --lr: expected a positive number, got '-0.1'"),
+        (train + ["--lr", "nan"], "argument --lr: expected a positive number, got 'nan'"),
+        (train + ["--max-minutes", "-1"], "argument --max-minutes: expected a non-negative number"),
+        (train + ["--seed", "-1"], "argument --seed: expected a non-negative integer"),
+        (train + ["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["train", "--data", str(data)], "the following arguments are required: --out"),
+        (train[:2] + ["huge"] + train[3:], "config: unknown preset 'huge'"),
+        (train[:4] + [str(tmp / "nowhere")] + train[5:], "no annotations found"),
+        (train[:6] + [str(tmp / "a_file")], "is a file; expected a folder"),
+        (train[:4] + [str(tmp / "bad_json")] + train[5:], "malformed JSON"),
+        (train[:4] + [str(tmp / "missing_image")] + train[5:], "not found"),
+        (train[:6] + [str(tmp / "corrupt_run"), "--resume"], "corrupt or not an mrcnn-np checkpoint"),
+        (train[:6] + [str(tmp / "done_run"), "--batch-size", "2", "--steps", "2", "--resume"],
+         "has done 3 steps already; a resume with steps=2 can only extend it"),
+        (train[:6] + [str(tmp / "done_run"), "--batch-size", "3", "--steps", "9", "--resume"],
+         "was trained with steps_per_epoch=3, this run has 2"),
+        (["eval", "--checkpoint", str(tmp / "none.npz"), "--data", str(data), "--out", str(tmp / "m.json")],
+         "checkpoint not found"),
+        (["eval", "--checkpoint", ck, "--data", str(data), "--out", str(tmp)], "is a folder; expected the path"),
+        (["eval", "--checkpoint", str(data / "val" / "annotations.json"), "--data", str(data),
+          "--out", str(tmp / "m.json")], "corrupt or not an mrcnn-np checkpoint"),
+        (["predict", str(tmp / "a_file"), "--checkpoint", ck, "--out", str(tmp / "p")], "not a readable image"),
+        (["predict", str(tmp / "no_such.png"), "--checkpoint", ck, "--out", str(tmp / "p")],
+         "no such image or folder"),
+        (["predict", str(data / "val" / "images"), "--checkpoint", ck, "--out", str(tmp / "a_file")],
+         "File exists"),
+    ]
+
+
+def test_every_bad_input_is_one_line_and_exit_status_2(tiny_run, tmp_path, capsys):
+    import shutil
+    data, run = tiny_run
+    (tmp_path / "a_file").write_text("not an image, not a folder")
+    (tmp_path / "bad_json" / "images").mkdir(parents=True)
+    (tmp_path / "bad_json" / "annotations.json").write_text('{"images": [')
+    shutil.copytree(data / "train", tmp_path / "missing_image")
+    next((tmp_path / "missing_image" / "images").iterdir()).unlink()
+    (tmp_path / "corrupt_run").mkdir()
+    (tmp_path / "corrupt_run" / "checkpoint.npz").write_bytes((run / "checkpoint.npz").read_bytes()[:300])
+    shutil.copytree(run, tmp_path / "done_run")
+    for argv, expected in _bad_inputs(data, run, tmp_path):
+        assert main(argv) == 2, argv
+        line = _one_error_line(capsys.readouterr().err, argv[0])
+        assert expected in line, (argv, line)
+    assert not (tmp_path / "r").exists()                     # nothing was started

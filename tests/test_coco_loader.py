@@ -355,3 +355,69 @@ def test_image_size_disagreeing_with_json(tmp_path):
     path = _write_case(tmp_path, coco_dict([(1, "a.png", W + 1, H)], []))
     with pytest.raises(CocoFormatError, match=r"image id 1: .*a\.png is 12x10"):
         CocoDataset(tmp_path / "images", path).load_image(0)
+
+
+@pytest.mark.parametrize("orientation, turn", [
+    (1, lambda a: a),                              # upright already
+    (3, lambda a: np.rot90(a, 2)),                 # stored upside down
+    (6, lambda a: np.rot90(a, -1)),                # shown after a quarter turn clockwise
+    (8, lambda a: np.rot90(a, 1)),                 # ... counter-clockwise
+])
+def test_jpeg_exif_orientation_is_applied(tmp_path, orientation, turn):
+    from PIL import Image
+    stored = np.zeros((20, 30, 3), np.uint8)     # 30 wide, 20 high as stored; one bright corner
+    stored[:6, :6] = 255
+    stored[..., 1] = np.arange(30, dtype=np.uint8)[None, :] * 8
+    exif = Image.Exif()
+    exif[0x0112] = orientation                   # the EXIF Orientation tag
+    (tmp_path / "images").mkdir()
+    Image.fromarray(stored).save(tmp_path / "images" / "p.jpg", quality=95, exif=exif)
+    with Image.open(tmp_path / "images" / "p.jpg") as pil:   # the JPEG's pixels, as decoded
+        decoded = np.asarray(pil.convert("RGB"))
+    upright = turn(decoded)
+    h, w = upright.shape[:2]
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [rect_polygon(0, 0, 4, 4)],
+           "iscrowd": 0}
+    ds = CocoDataset(tmp_path / "images",
+                     write_json(tmp_path / "a.json", coco_dict([(1, "p.jpg", w, h)], [ann])))
+    image, target = ds[0]
+    np.testing.assert_array_equal(image, upright)
+    assert target["masks"].shape == (1, h, w)
+    # the bright corner lands where the tag says: top-left stays for 1, goes top-right for 6 ...
+    corner = {1: (0, 0), 3: (h - 1, w - 1), 6: (0, w - 1), 8: (h - 1, 0)}[orientation]
+    assert image[corner][0] > 200
+
+
+def test_a_json_with_the_stored_size_of_a_turned_jpeg_is_a_clear_error(tmp_path):
+    from PIL import Image
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "images" / "p.jpg", exif=exif)
+    ds = CocoDataset(tmp_path / "images",
+                     write_json(tmp_path / "a.json", coco_dict([(1, "p.jpg", 30, 20)], [])))
+    with pytest.raises(CocoFormatError, match=r"20x30 \(width x height, upright after its EXIF"):
+        ds.load_image(0)
+
+
+def test_start_batch_skips_by_index_and_gives_the_same_batches(shapes_train):
+    class Counting:
+        reads = 0
+
+        def __len__(self):
+            return len(shapes_train)
+
+        def __getitem__(self, i):
+            Counting.reads += 1
+            return shapes_train[i]
+
+    whole = list(iterate_batches(shapes_train, 5, 64, seed=2, epoch=3, hflip_prob=0.5))
+    tail = list(BatchLoader(Counting(), 5, 64, seed=2, hflip_prob=0.5).epoch(3, start_batch=2))
+    assert Counting.reads == len(shapes_train) - 2 * 5          # nothing of batches 0 and 1 was read
+    assert len(tail) == len(whole) - 2
+    for (xa, ta), (xb, tb) in zip(whole[2:], tail):
+        assert np.array_equal(xa, xb) and [t["image_id"] for t in ta] == [t["image_id"] for t in tb]
+        assert [t["flipped"] for t in ta] == [t["flipped"] for t in tb]
+    assert list(iterate_batches(shapes_train, 5, 64, start_batch=99)) == []
+    with pytest.raises(ValueError, match="start_batch"):
+        list(iterate_batches(shapes_train, 5, 64, start_batch=-1))

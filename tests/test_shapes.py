@@ -199,3 +199,26 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     assert "val" not in d
     assert (d["train"]["images"] / "000002.png").read_bytes() == \
         (a["train"]["images"] / "000002.png").read_bytes()
+
+
+def test_regenerating_into_a_folder_replaces_the_split_stale_images_included(tmp_path):
+    generate_shapes(tmp_path, 5, 3, seed=1, image_size=32)
+    written = generate_shapes(tmp_path, 2, 3, seed=2, image_size=32)
+    images = tmp_path / "train" / "images"
+    listed = [im["file_name"] for im in json.loads(written["train"]["annotations"].read_text())["images"]]
+    assert sorted(os.listdir(images)) == sorted(listed) == ["000001.png", "000002.png"]
+    fresh = generate_shapes(tmp_path / "fresh", 2, 3, seed=2, image_size=32)
+    assert (images / "000002.png").read_bytes() == (fresh["train"]["images"] / "000002.png").read_bytes()
+    assert written["val"]["annotations"].read_bytes() == fresh["val"]["annotations"].read_bytes()
+
+
+def test_regenerating_refuses_a_folder_with_files_it_did_not_write(tmp_path):
+    generate_shapes(tmp_path, 3, 0, seed=1, image_size=32)
+    before = (tmp_path / "train" / "annotations.json").read_bytes()
+    (tmp_path / "train" / "images" / "holiday.jpg").write_bytes(b"someone's photo")
+    with pytest.raises(ValueError, match=r"holiday\.jpg was not written by the shapes generator"):
+        generate_shapes(tmp_path, 2, 0, seed=2, image_size=32)
+    assert (tmp_path / "train" / "images" / "holiday.jpg").exists()          # nothing touched
+    assert sorted(os.listdir(tmp_path / "train" / "images"))[:3] == ["000001.png", "000002.png",
+                                                                    "000003.png"]
+    assert (tmp_path / "train" / "annotations.json").read_bytes() == before

@@ -29,7 +29,10 @@ Conventions of :class:`CocoDataset`:
 * Boxes are COCO's ``[x, y, w, h]`` turned into ``[x1, y1, x2, y2] = [x, y, x + w, y + h]``, clipped to
   the image; an annotation whose clipped box has no width or no height is dropped (it cannot be
   learned from, and torchvision's reference recipe drops it too).
-* Images are returned as stored, converted to RGB: ``uint8 (H, W, 3)``. Grayscale is replicated to three
+* Images are returned upright, converted to RGB: ``uint8 (H, W, 3)``. A JPEG's EXIF ``Orientation`` tag
+  (a phone stores the sensor's pixels and a tag saying how to turn them) is applied, as every image
+  viewer and labelling tool does before anyone draws a polygon, so masks and pixels agree; the JSON's
+  ``width``/``height`` are those of the upright image. Grayscale is replicated to three
   channels; RGBA loses its alpha channel. :func:`image_to_float_chw` gives the model's ``float32
   (3, H, W)`` in ``[0, 1]``.
 * An image with no annotations is a valid *negative* image: empty boxes ``(0, 4)``, labels ``(0,)``,
@@ -49,7 +52,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
 
 __all__ = [
@@ -347,8 +350,9 @@ class CocoDataset:
         im, path = self.images[i], self._paths[i]
         try:
             with Image.open(path) as pil:
-                # NOTE: "L", "P", "RGBA", "I;16" ... all become 3-channel RGB; alpha is dropped.
-                rgb = np.asarray(pil.convert("RGB"))
+                # NOTE: the EXIF orientation first (the annotations were drawn on the upright image);
+                # then "L", "P", "RGBA", "I;16" ... all become 3-channel RGB; alpha is dropped.
+                rgb = np.asarray(ImageOps.exif_transpose(pil).convert("RGB"))
         except FileNotFoundError:
             raise ImageNotFoundError(f"{self.annotation_json}: image id {im['id']}: file {path} "
                                      f"not found") from None
@@ -357,8 +361,8 @@ class CocoDataset:
                                   f"{path} ({exc})") from exc
         if rgb.shape[:2] != (im["height"], im["width"]):
             raise CocoFormatError(f"{self.annotation_json}: image id {im['id']}: {path} is "
-                                  f"{rgb.shape[1]}x{rgb.shape[0]} (width x height) but the JSON says "
-                                  f"{im['width']}x{im['height']}")
+                                  f"{rgb.shape[1]}x{rgb.shape[0]} (width x height, upright after its "
+                                  f"EXIF orientation) but the JSON says {im['width']}x{im['height']}")
         return rgb
 
     def _build(self, anns, height, width) -> dict:

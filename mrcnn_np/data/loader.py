@@ -13,7 +13,9 @@ Pixel values are only scaled to ``[0, 1]``; any mean/std normalisation belongs t
 
 Order is reproducible: epoch ``e`` of a loader with seed ``s`` shuffles with a generator seeded by
 ``(s, e)``, and the flip coin of every sample comes from the same generator, so the same ``(seed,
-epoch)`` always yields the same batches and every epoch has a different order.
+epoch)`` always yields the same batches and every epoch has a different order. Batch ``b`` of an epoch
+is a pure function of ``(seed, epoch, b)``, so ``start_batch=b`` begins an epoch there without loading
+the batches before it (a resumed run skips what it has done by index, not by reading it).
 """
 from __future__ import annotations
 
@@ -45,21 +47,26 @@ def _epoch_plan(n: int, shuffle: bool, seed: int, epoch: int, hflip_prob: float)
 
 
 def iterate_batches(dataset, batch_size: int, input_size, *, shuffle: bool = True, seed: int = 0,
-                    epoch: int = 0, hflip_prob: float = 0.0,
-                    drop_last: bool = False) -> Iterator[tuple[np.ndarray, list[dict]]]:
+                    epoch: int = 0, hflip_prob: float = 0.0, drop_last: bool = False,
+                    start_batch: int = 0) -> Iterator[tuple[np.ndarray, list[dict]]]:
     """One epoch of batches: yields ``(images float32 (N, 3, Sh, Sw), targets list of N dicts)``.
 
     ``input_size`` is an int (square) or ``(Sh, Sw)``; ``N = batch_size`` except possibly for the last
     batch (dropped when ``drop_last``). ``shuffle=False`` keeps dataset order (use it for evaluation).
+    ``start_batch = b`` yields the epoch's batches ``b, b+1, ...`` only; nothing before them is loaded.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
     if not 0.0 <= hflip_prob <= 1.0:
         raise ValueError(f"hflip_prob: expected a probability in [0, 1], got {hflip_prob!r}")
+    if isinstance(start_batch, bool) or not isinstance(start_batch, (int, np.integer)) or start_batch < 0:
+        raise ValueError(f"start_batch: expected a non-negative integer, got {start_batch!r}")
     input_hw(input_size)                                   # validate early
+    # NOTE: the whole epoch's plan is drawn even when starting late, so batch b gets the same images
+    # and the same flips as in an uninterrupted epoch.
     order, flips = _epoch_plan(len(dataset), shuffle, seed, epoch, hflip_prob)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
-    for start in range(0, stop, batch_size):
+    for start in range(start_batch * batch_size, stop, batch_size):
         samples = [load_sample(dataset, int(order[k]), input_size, bool(flips[k]))
                    for k in range(start, min(start + batch_size, stop))]
         yield np.stack([s[0] for s in samples]), [s[1] for s in samples]   # (N, 3, Sh, Sw)
@@ -68,8 +75,9 @@ def iterate_batches(dataset, batch_size: int, input_size, *, shuffle: bool = Tru
 class BatchLoader:
     """Reusable :func:`iterate_batches`: each ``iter(loader)`` is the next epoch (0, 1, 2, ...).
 
-    ``loader.epoch(e)`` gives epoch ``e`` directly (e.g. when resuming from a checkpoint) and sets the
-    counter so that the following ``iter`` continues with ``e + 1``.
+    ``loader.epoch(e)`` gives epoch ``e`` directly and ``loader.epoch(e, start_batch=b)`` its batches from
+    ``b`` on (resuming from a checkpoint), and sets the counter so that the following ``iter``
+    continues with ``e + 1``.
     """
 
     def __init__(self, dataset, batch_size: int, input_size, *, shuffle: bool = True, seed: int = 0,
@@ -82,11 +90,11 @@ class BatchLoader:
         n, b = len(self.dataset), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
-    def epoch(self, e: int) -> Iterator[tuple[np.ndarray, list[dict]]]:
+    def epoch(self, e: int, start_batch: int = 0) -> Iterator[tuple[np.ndarray, list[dict]]]:
         self.next_epoch = e + 1
         return iterate_batches(self.dataset, self.batch_size, self.input_size, shuffle=self.shuffle,
                                seed=self.seed, epoch=e, hflip_prob=self.hflip_prob,
-                               drop_last=self.drop_last)
+                               drop_last=self.drop_last, start_batch=start_batch)
 
     def __iter__(self):
         return self.epoch(self.next_epoch)

@@ -28,6 +28,13 @@ Layout on disk (``generate_shapes(out_dir, ...)``)::
     out_dir/val/images/000001.png ...     the same for the validation split
     out_dir/val/annotations.json
 
+Writing into an existing folder replaces the splits it writes: a split's old ``annotations.json`` is
+removed first (so a run cut short never leaves a JSON that lists images of another run), and after the
+new images are written, the old PNGs the new JSON does not list (``000041.png`` ... when fewer images are
+asked for) are deleted. Only files the generator itself names (``<digits>.png`` and the temporary files
+of its atomic writes) are ever deleted; an ``images/`` folder that holds anything else is refused before
+a file is written, since it is not a shapes split.
+
 Categories: ``1 square``, ``2 circle``, ``3 triangle``. Every random draw of image ``i`` of a split
 comes from its own generator seeded with ``(seed, split, i)``, so the output is a function of the seed
 alone (the same seed gives byte-identical JSON and PNGs), and image 5 of ``train`` does not change when
@@ -35,6 +42,7 @@ more images are asked for.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -166,9 +174,30 @@ def _split_json(split: str, seed: int, image_size: int, images, annotations) -> 
     }
 
 
+# The files the generator writes into images/: 000001.png ... and, while a write is in flight, the
+# temporary file of atomic_write_png (.000001.png.<random>.tmp).
+_OWN_FILE = re.compile(r"(\d+\.png|\.\d+\.png\..+\.tmp)")
+
+
+def _check_not_foreign(split_dir: Path) -> None:
+    """Refuse (before anything is written) to write a split into an images/ folder holding files the
+    generator did not write: clearing stale images must never delete someone's own files."""
+    images_dir = split_dir / "images"
+    if not images_dir.is_dir():
+        return
+    for f in sorted(images_dir.iterdir()):
+        if not (f.is_file() and _OWN_FILE.fullmatch(f.name)):
+            raise ValueError(f"out_dir: {f} was not written by the shapes generator; refusing to "
+                             f"regenerate {split_dir.name}/ over it (choose another folder, or remove it)")
+
+
 def _write_split(split_dir: Path, split: str, n: int, seed: int, image_size: int, options) -> dict:
     images_dir = split_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
+    ann_path = split_dir / "annotations.json"
+    # NOTE: the old JSON goes first: if this run stops half-way, the split has no annotations.json
+    # (incomplete, and loaders say so) instead of an old JSON over a mix of old and new images.
+    ann_path.unlink(missing_ok=True)
     images, annotations = [], []
     digits = max(6, len(str(n)))
     for i in range(1, n + 1):
@@ -185,7 +214,10 @@ def _write_split(split_dir: Path, split: str, n: int, seed: int, image_size: int
                 "bbox": [x1, y1, int(xs.max()) + 1 - x1, int(ys.max()) + 1 - y1],  # tight, xywh
                 "area": int(mask.sum()), "iscrowd": 0, "segmentation": mask_to_rle(mask),
             })
-    ann_path = split_dir / "annotations.json"
+    written = {im["file_name"] for im in images}
+    for f in images_dir.iterdir():                 # stale images of an earlier, larger run
+        if f.name not in written and _OWN_FILE.fullmatch(f.name):
+            f.unlink()
     # Written last: a complete annotations.json means every image it lists is on disk.
     atomic_write_json(ann_path, _split_json(split, seed, image_size, images, annotations))
     return {"images": images_dir, "annotations": ann_path, "num_images": n,
@@ -199,8 +231,8 @@ def generate_shapes(out_dir, n_train: int, n_val: int, seed: int = 0, image_size
     """Write the shapes dataset to ``out_dir`` (layout in the module docstring).
 
     ``n_train``/``n_val`` images per split (a split with 0 images is not written). The keyword options
-    are those of :func:`random_shapes_image`. Every file is written atomically; files from an earlier
-    run that the new JSON does not list are left alone. Returns
+    are those of :func:`random_shapes_image`. Every file is written atomically; a split written into
+    an existing folder replaces the old one, stale images included (module docstring). Returns
     ``{split: {"images": Path, "annotations": Path, "num_images": int, "num_instances": int}}``.
     """
     for name, v in (("n_train", n_train), ("n_val", n_val), ("seed", seed)):
@@ -214,6 +246,9 @@ def generate_shapes(out_dir, n_train: int, n_val: int, seed: int = 0, image_size
     # Check the options once, up front, so a bad value fails before any file is written.
     random_shapes_image(np.random.default_rng(0), image_size=int(image_size), **options)
     out = Path(out_dir)
+    for split, n in (("train", n_train), ("val", n_val)):
+        if n > 0:
+            _check_not_foreign(out / split)
     result = {}
     for split, n in (("train", int(n_train)), ("val", int(n_val))):
         if n > 0:
