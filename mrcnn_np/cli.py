@@ -46,7 +46,8 @@ def _cmd_backends(args) -> int:
 
 def _cmd_shapes(args) -> int:
     from .data.shapes import generate_shapes
-    written = generate_shapes(args.out, args.train, args.val, seed=args.seed, image_size=args.image_size)
+    written = generate_shapes(args.out, args.train, args.val, seed=args.seed, image_size=args.image_size,
+                              width=args.width, height=args.height)
     for split, info in written.items():
         print(f"{split}: {info['num_images']} images, {info['num_instances']} instances -> "
               f"{info['annotations']}")
@@ -94,8 +95,12 @@ def _cmd_eval(args) -> int:
 
 def _cmd_predict(args) -> int:
     from .commands import run_predict
-    path = run_predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh)
-    print(f"wrote overlays and {path}")
+    r = run_predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh)
+    print(f"predicted {r['predicted']} images; wrote overlays, {r['results']} and {r['images']}")
+    if r["skipped"]:
+        print(f"mrcnn-np predict: {len(r['skipped'])} unreadable file(s) skipped (listed in "
+              f"{r['images']})", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -165,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=int, default=200, help="number of validation images")
     p.add_argument("--seed", type=_natural, default=0)
     p.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
+    p.add_argument("--width", type=int, default=None, help="image width (default: --image-size)")
+    p.add_argument("--height", type=int, default=None, help="image height (default: --image-size)")
     p.set_defaults(func=_cmd_shapes)
 
     p = sub.add_parser("train", parents=[common], help="train a model on a COCO-format dataset")

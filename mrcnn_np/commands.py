@@ -6,6 +6,7 @@ config and the dataset's class names and category ids, so ``eval`` and ``predict
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -13,14 +14,21 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_write_json
+from .backend import to_numpy
 from .checkpoint import load_checkpoint, read_metadata
-from .data import CocoDataset, iterate_batches, predictions_to_original, resize_and_pad
-from .data.coco import image_to_float_chw
-from .evaluate import evaluate_coco, predictions_to_coco_results
+from .data import CocoDataset, iterate_batches
+from .data.coco import decode_rle, image_to_float_chw
+from .data.loader import pad_batch
+from .data.transforms import resize_longest
+from .detection.postprocess import paste_masks
+from .evaluate import evaluate_coco, masks_to_rles, predictions_to_coco_results
 from .model import ModelConfig, build_model, get_config
 from .train import CHECKPOINT_NAME, CLIP_NORM, WARMUP_STEPS, peak_rss_mib, train
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Overlays of larger images are drawn downscaled to this longer side (results.json stays at full
+#: resolution): a 4000x3000 overlay through matplotlib alone took 1.5 GB and 45 s here.
+OVERLAY_MAX_SIDE = 2048
 
 
 def open_split(data_dir, split: str) -> CocoDataset:
@@ -81,12 +89,35 @@ def _planned_steps(checkpoint: Path):
 
 
 def predict_dataset(model, ds, batch_size=8) -> dict:
-    """{image_id: prediction at the original image size} for every image of ``ds``."""
+    """{image_id: prediction at the original image size} for every image of ``ds``.
+
+    Each prediction has ``boxes``, ``scores``, ``labels`` (original pixels) and ``segmentation``, one
+    COCO RLE per detection: the ``m x m`` mask pasted straight at the original size and encoded one
+    detection at a time, so memory does not grow with (detections x pixels) over the dataset.
+    """
     preds = {}
     for images, targets in iterate_batches(ds, batch_size, model.config.image_size, shuffle=False):
-        for result, target in zip(model.predict(images), targets):
-            preds[target["image_id"]] = predictions_to_original(result, target)
+        sizes = [t["resized_size"] for t in targets]
+        originals = [t["orig_size"] for t in targets]
+        for r, t in zip(model.predict(images, sizes, originals, paste=False), targets):
+            preds[t["image_id"]] = _host_prediction(r, t["orig_size"])
     return preds
+
+
+def _host_prediction(r: dict, orig_size) -> dict:
+    """One image's ``model.predict(..., paste=False)`` result -> NumPy boxes/scores/labels and RLEs."""
+    boxes = to_numpy(r["boxes"])
+    return {"boxes": boxes, "scores": to_numpy(r["scores"]), "labels": to_numpy(r["labels"]),
+            "segmentation": masks_to_rles(to_numpy(r["mask_probs"]), boxes, tuple(orig_size))}
+
+
+def decode_masks(pred: dict) -> np.ndarray:
+    """The dense ``(D, H, W)`` bool masks of a :func:`predict_dataset` entry (for pictures)."""
+    rles = pred["segmentation"]
+    if not rles:
+        return np.zeros((0, 0, 0), bool)
+    return np.stack([decode_rle({"size": r["size"], "counts": r["counts"].encode("ascii")}) for r in rles]
+                    ).astype(bool)
 
 
 def run_eval(checkpoint, data, out) -> dict:
@@ -108,7 +139,7 @@ def _image_files(inputs) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         elif p.is_file():
             files.append(p)
         else:
@@ -119,34 +150,98 @@ def _image_files(inputs) -> list[Path]:
     return files
 
 
-def run_predict(inputs, checkpoint, out, score_thresh=0.5) -> Path:
-    """Overlay PNGs and a COCO results JSON (``results.json``, image ids 1..n in file order)."""
+def read_image_file(path) -> np.ndarray:
+    """An image file as ``uint8 (H, W, 3)`` RGB; ``ValueError`` naming the file if it cannot be decoded."""
+    try:
+        with Image.open(path) as pil:
+            return np.asarray(pil.convert("RGB"))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from None
+
+
+def predict_image(model, image: np.ndarray) -> dict:
+    """One ``uint8 (H, W, 3)`` image -> ``{boxes, scores, labels, mask_probs}``, boxes in its pixels.
+
+    The image is resized so that its longer side is ``model.config.image_size`` and padded to a
+    multiple of 32; detections are clipped to the resized image (never in the padding) and mapped
+    back to ``(H, W)``. Masks are left as the head's ``m x m`` probabilities: paste them with
+    :func:`mrcnn_np.detection.postprocess.paste_masks` at ``(H, W)``, a few at a time.
+    """
+    h, w = image.shape[:2]
+    empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
+             "masks": np.zeros((0, h, w), np.uint8)}
+    resized, meta = resize_longest(image, empty, model.config.image_size)
+    batch, _ = pad_batch([image_to_float_chw(resized)])                  # (1, 3, Hb, Wb)
+    r = model.predict(batch, [meta["resized_size"]], [(h, w)], paste=False)[0]
+    return {k: to_numpy(v) for k, v in r.items()}
+
+
+def _draw_overlay(image, pred: dict, score_thresh, class_names, title, save_path) -> None:
+    """Draw the detections with ``score >= score_thresh``, at most :data:`OVERLAY_MAX_SIDE` pixels on
+    the longer side: the masks are pasted from ``mask_probs`` straight at the overlay's size, only
+    for the drawn detections."""
     from .visualize import draw_instances
+    h, w = image.shape[:2]
+    shown = np.flatnonzero(pred["scores"] >= score_thresh)
+    boxes = pred["boxes"][shown]
+    if max(h, w) > OVERLAY_MAX_SIDE:
+        f = OVERLAY_MAX_SIDE / max(h, w)
+        sh, sw = max(1, round(h * f)), max(1, round(w * f))
+        image = np.asarray(Image.fromarray(image).resize((sw, sh), Image.BILINEAR))
+        boxes = boxes * np.array([sw / w, sh / h, sw / w, sh / h], boxes.dtype)
+        h, w = sh, sw
+    masks = paste_masks(pred["mask_probs"][shown], boxes, (h, w))      # (shown, h, w) bool
+    draw_instances(image, boxes, pred["labels"][shown], pred["scores"][shown], masks, class_names,
+                   title=title, save_path=save_path)
+
+
+def run_predict(inputs, checkpoint, out, score_thresh=0.5) -> dict:
+    """Predict every readable image of ``inputs`` (files and folders); write overlays and COCO results.
+
+    Writes into ``out``:
+
+    * ``<stem>_pred.png`` per image: its detections with ``score >= score_thresh`` drawn (images
+      larger than :data:`OVERLAY_MAX_SIDE` are drawn downscaled to it);
+    * ``results.json``: every detection (score > the model's ``score_thresh``) in COCO's result format,
+      a list of ``{"image_id", "category_id", "score", "bbox": [x, y, w, h], "segmentation": RLE}``,
+      which ``COCO.loadRes`` reads as it is;
+    * ``images.json``: ``{"images": [{"id", "file_name", "path", "width", "height"}], "skipped":
+      [{"file_name", "path", "reason"}]}``: which image each ``image_id`` is (1, 2, ... in the order the
+      images were read) and which files could not be read, and why.
+
+    A file that cannot be decoded is skipped with a line on stderr, and the rest are predicted.
+    Returns ``{"results": path, "images": path, "predicted": n, "skipped": [...]}``.
+    """
     model, meta = load_model(checkpoint)
     class_names = (meta.get("extra") or {}).get("class_names")
+    mapping = _labels_to_cat_ids(meta) or {k: k for k in range(1, model.config.num_classes + 1)}
+    files = _image_files(inputs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    preds, names = {}, {}
-    for image_id, path in enumerate(_image_files(inputs), start=1):
+    results, images, skipped = [], [], []
+    for path in files:
         try:
-            image = np.asarray(Image.open(path).convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"{path}: not a readable image ({exc})") from None
+            image = read_image_file(path)
+        except ValueError as exc:
+            reason = str(exc).removeprefix(f"{path}: ")
+            skipped.append({"file_name": path.name, "path": str(path), "reason": reason})
+            print(f"mrcnn-np predict: skipped {path}: {reason}", file=sys.stderr)
+            continue
         h, w = image.shape[:2]
-        empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
-                 "masks": np.zeros((0, h, w), np.uint8)}
-        resized, meta_i = resize_and_pad(image, empty, model.config.image_size)  # other sizes resized
-        pred = predictions_to_original(model.predict(image_to_float_chw(resized)[None])[0], meta_i)
-        preds[image_id], names[image_id] = pred, path.name
-        draw_instances(image, pred["boxes"], pred["labels"], pred["scores"], pred["masks"], class_names,
-                       score_thresh=score_thresh, title=path.name,
-                       save_path=out / f"{path.stem}_pred.png")
-    mapping = _labels_to_cat_ids(meta) or {k: k for k in range(1, model.config.num_classes + 1)}
-    bbox, segm = predictions_to_coco_results(preds, mapping)
-    atomic_write_json(out / "results.json",
-                      {"images": [{"id": i, "file_name": n} for i, n in names.items()],
-                       "bbox": bbox, "segm": segm})
-    return out / "results.json"
+        image_id = len(images) + 1
+        images.append({"id": image_id, "file_name": path.name, "path": str(path), "width": w, "height": h})
+        pred = predict_image(model, image)
+        rles = masks_to_rles(pred["mask_probs"], pred["boxes"], (h, w))
+        bbox, segm = predictions_to_coco_results({image_id: {**pred, "segmentation": rles}}, mapping)
+        # One entry per detection with both keys (detectron2 writes the same): loadRes then takes
+        # each entry's area from its box, for the small/medium/large split.
+        results += [{**b, "segmentation": sg["segmentation"]} for b, sg in zip(bbox, segm)]
+        _draw_overlay(image, pred, score_thresh, class_names, path.name, out / f"{path.stem}_pred.png")
+        del image
+    atomic_write_json(out / "results.json", results)
+    atomic_write_json(out / "images.json", {"images": images, "skipped": skipped}, indent=1)
+    return {"results": out / "results.json", "images": out / "images.json", "predicted": len(images),
+            "skipped": skipped}
 
 
 def run_demo(data="data/shapes", out="runs/demo", *, n_train=1000, n_val=200, steps=2500,
@@ -172,8 +267,9 @@ def run_demo(data="data/shapes", out="runs/demo", *, n_train=1000, n_val=200, st
     preds = predict_dataset(model, val)
     metrics = evaluate_coco(preds, val, out / "metrics.json")
     eval_seconds = time.perf_counter() - t_eval
-    shown = list(range(min(12, len(val))))
-    draw_prediction_grid([val[i][0] for i in shown], [preds[val.get_target(i)["image_id"]] for i in shown],
+    shown = [preds[val.image_ids[i]] for i in range(min(12, len(val)))]
+    draw_prediction_grid([val[i][0] for i in range(len(shown))],
+                         [{**p, "masks": decode_masks(p)} if len(p["boxes"]) else p for p in shown],
                          meta["extra"]["class_names"], save_path=out / "predictions.png")
     report = {"metrics": metrics, "train_steps": summary["step"], "stopped": summary["stopped"],
               "sec_per_step_median": summary["sec_per_step_median"], "eval_seconds": eval_seconds,

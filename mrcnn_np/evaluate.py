@@ -13,6 +13,8 @@ Input, one dict per image (at the *original* image size; see
     scores  (D,)
     labels  (D,)    contiguous labels 1..K (the dataset's ``cat_id_to_label``)
     masks   (D, H, W) bool/uint8 (floats are thresholded at 0.5); needed for "segm" only
+    segmentation    instead of masks: a list of D COCO RLEs {"size": [H, W], "counts": str}
+                    (what :func:`masks_to_rles` makes, one detection at a time)
 
 given either as ``{image_id: prediction}`` or as a list of predictions each carrying ``"image_id"``.
 
@@ -44,11 +46,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .atomic import atomic_write_json
+from .detection.postprocess import paste_masks
 from .data.coco import (CocoDataset, category_mapping, mask_to_rle, read_coco_json,
                         segmentation_to_mask)
 
-__all__ = ["METRIC_KEYS", "load_coco_gt", "predictions_to_coco_results", "evaluate_coco",
-           "write_coco_results"]
+__all__ = ["METRIC_KEYS", "load_coco_gt", "masks_to_rles", "predictions_to_coco_results",
+           "evaluate_coco", "write_coco_results"]
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 _STATS_INDEX = (0, 1, 2, 3, 4, 5, 8)        # positions of METRIC_KEYS in COCOeval.stats
@@ -114,6 +117,20 @@ def _as_mapping(predictions) -> dict:
     return out
 
 
+def masks_to_rles(mask_probs, boxes, image_size, threshold: float = 0.5) -> list:
+    """Paste each ``m x m`` mask into its box at ``image_size = (H, W)`` and encode it as COCO RLE.
+
+    mask_probs ``(D, m, m)`` probabilities, boxes ``(D, 4)`` in the pixels of the ``(H, W)`` image
+    (NumPy). One detection at a time: the peak is one ``(H, W)`` bool mask (12 MB at 4000x3000),
+    not ``D`` of them. Returns ``D`` dicts ``{"size": [H, W], "counts": str}``.
+    """
+    mask_probs, boxes = np.asarray(mask_probs), np.asarray(boxes)
+    if len(mask_probs) != len(boxes):
+        raise ValueError(f"mask_probs: expected {len(boxes)} masks (one per box), got {len(mask_probs)}")
+    return [mask_to_rle(paste_masks(mask_probs[d : d + 1], boxes[d : d + 1], image_size, threshold)[0])
+            for d in range(len(boxes))]
+
+
 def predictions_to_coco_results(predictions, label_to_cat_id: dict, image_sizes: dict | None = None,
                                 with_masks: bool = True) -> tuple[list, list]:
     """Predictions (see the module docstring) -> ``(bbox_results, segm_results)``, COCO result lists.
@@ -137,7 +154,17 @@ def predictions_to_coco_results(predictions, label_to_cat_id: dict, image_sizes:
         if D == 0:                       # a negative (or missed) image: nothing to report
             continue
         masks = None
-        if with_masks:
+        rles = p.get("segmentation") if with_masks else None
+        if rles is not None:
+            if len(rles) != D:
+                raise ValueError(f"predictions for image id {image_id}: {len(rles)} segmentations for "
+                                 f"{D} boxes; expected one RLE per box")
+            for r in rles:
+                if image_sizes is not None and tuple(r["size"]) != tuple(image_sizes[image_id]):
+                    raise ValueError(f"predictions for image id {image_id}: an RLE of size {r['size']} "
+                                     f"but the image is {image_sizes[image_id][0]}x"
+                                     f"{image_sizes[image_id][1]} (H x W)")
+        elif with_masks:
             if p.get("masks") is None:
                 raise ValueError(f"predictions for image id {image_id}: no 'masks' (needed for segm; "
                                  f"evaluate with iou_types=('bbox',) for boxes only)")
@@ -161,7 +188,9 @@ def predictions_to_coco_results(predictions, label_to_cat_id: dict, image_sizes:
             base = {"image_id": int(image_id), "category_id": label_to_cat_id[label],
                     "score": float(scores[d])}
             bbox_res.append({**base, "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]})
-            if masks is not None:
+            if rles is not None:
+                segm_res.append({**base, "segmentation": dict(rles[d])})
+            elif masks is not None:
                 segm_res.append({**base, "segmentation": mask_to_rle(masks[d])})
     return bbox_res, segm_res
 

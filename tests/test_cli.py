@@ -54,12 +54,43 @@ def test_eval_writes_metrics_json(tiny_run, tmp_path):
 
 
 def test_predict_writes_overlays_and_results(tiny_run, tmp_path):
+    from mrcnn_np.evaluate import load_coco_gt
     data, run = tiny_run
     out = tmp_path / "pred"
     assert main(["predict", str(data / "val" / "images"), "--checkpoint", str(run / "checkpoint.npz"),
                  "--out", str(out), "--score-thresh", "0"]) == 0
+    images = json.loads((out / "images.json").read_text())
+    assert [im["file_name"] for im in images["images"]] == ["000001.png", "000002.png", "000003.png"]
+    assert images["skipped"] == [] and len(list(out.glob("*_pred.png"))) == 3
+    # results.json is COCO's result format as it is: pycocotools reads it (the val split's image ids
+    # are 1..3 in file order, the same numbering predict uses)
     results = json.loads((out / "results.json").read_text())
-    assert len(results["images"]) == 3 and len(list(out.glob("*_pred.png"))) == 3
+    assert isinstance(results, list) and results
+    assert set(results[0]) == {"image_id", "category_id", "score", "bbox", "segmentation"}
+    dt = load_coco_gt(data / "val" / "annotations.json").loadRes(str(out / "results.json"))
+    assert len(dt.getAnnIds()) == len(results)
+    assert all(r["segmentation"]["size"] == [64, 64] for r in results)
+
+
+def test_predict_skips_unreadable_files_lists_them_and_exits_2(tiny_run, tmp_path, capsys):
+    import shutil
+    data, run = tiny_run
+    folder = tmp_path / "mixed"
+    shutil.copytree(data / "val" / "images", folder)
+    good = sorted(p.name for p in folder.iterdir())
+    (folder / "broken.png").write_bytes((folder / good[0]).read_bytes()[:60])      # truncated PNG
+    (folder / "notes.jpg").write_text("not an image")
+    out = tmp_path / "pred"
+    assert main(["predict", str(folder), "--checkpoint", str(run / "checkpoint.npz"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "skipped" in err and "broken.png" in err and "notes.jpg" in err
+    images = json.loads((out / "images.json").read_text())
+    assert [im["file_name"] for im in images["images"]] == good                # every readable one
+    assert sorted(s["file_name"] for s in images["skipped"]) == ["broken.png", "notes.jpg"]
+    assert all(s["reason"] for s in images["skipped"])
+    assert len(list(out.glob("*_pred.png"))) == len(good)
+    assert isinstance(json.loads((out / "results.json").read_text()), list)
 
 
 def test_predict_resizes_an_image_of_another_size(tiny_run, tmp_path):

@@ -121,8 +121,13 @@ def test_image_without_objects_trains():
 def test_wrong_image_size_is_a_clear_error():
     cfg = get_config("tiny")
     model = build_model(cfg)
-    with pytest.raises(ValueError, match=r"images: expected shape \(N, 3, 64, 64\)"):
-        model.predict(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(ValueError, match=r"images: expected shape \(N, 3, H, W\) with H and W "
+                                         r"positive multiples of 32.*\(1, 3, 50, 64\)"):
+        model.predict(np.zeros((1, 3, 50, 64), np.float32))
+    with pytest.raises(ValueError, match=r"image_sizes: \(70, 64\) is larger than the input 64x64"):
+        model.predict(np.zeros((1, 3, 64, 64), np.float32), image_sizes=[(70, 64)])
+    with pytest.raises(ValueError, match=r"original_sizes: expected 1 pairs"):
+        model.predict(np.zeros((1, 3, 64, 64), np.float32), original_sizes=[(70, 64), (3, 3)])
 
 
 def test_configs():

@@ -9,15 +9,16 @@
 """
 from .coco import (CocoDataset, CocoFormatError, ImageNotFoundError, category_mapping,
                    image_to_float_chw, mask_to_rle, segmentation_to_mask)
-from .loader import BatchLoader, iterate_batches, load_sample
+from .loader import BatchLoader, iterate_batches, load_sample, pad_batch
 from .shapes import CATEGORIES as SHAPES_CATEGORIES
 from .shapes import generate_shapes, random_shapes_image, shape_mask
 from .transforms import (boxes_to_original, hflip, masks_to_original, predictions_to_original,
-                         resize_and_pad)
+                         resize_and_pad, resize_longest)
 
 __all__ = [
     "CocoDataset", "CocoFormatError", "ImageNotFoundError", "category_mapping", "image_to_float_chw",
     "mask_to_rle", "segmentation_to_mask", "BatchLoader", "iterate_batches", "load_sample",
     "SHAPES_CATEGORIES", "generate_shapes", "random_shapes_image", "shape_mask",
     "boxes_to_original", "hflip", "masks_to_original", "predictions_to_original", "resize_and_pad",
+    "resize_longest", "pad_batch",
 ]

@@ -3,12 +3,20 @@
 One sample goes through::
 
     CocoDataset[i] -> (uint8 (H, W, 3), target)  -> hflip (with probability hflip_prob)
-                   -> resize_and_pad to input_size -> float32 (3, Sh, Sw) in [0, 1]
+                   -> resize to input_size -> float32 (3, h, w) in [0, 1]
 
-and a batch stacks ``N`` of them into ``images (N, 3, Sh, Sw)`` with a list of ``N`` target dicts
-(``boxes (M_i, 4)`` in input pixels, ``labels (M_i,)``, ``masks (M_i, Sh, Sw)``, ``image_id``, ``index``
-(the position in the dataset) and the size bookkeeping that :func:`mrcnn_np.data.transforms.predictions_to_original` uses to map predictions
-back to the original image). Targets cannot be stacked: each image has its own number of objects.
+``input_size`` an int ``S`` (what the model configs use): the longer side becomes ``S``
+(:func:`~mrcnn_np.data.transforms.resize_longest`) and the batch is padded at the bottom/right to
+its largest image, rounded up to a multiple of ``size_divisibility`` (32, the C5 stride), by
+:func:`pad_batch`. ``input_size`` a pair ``(Sh, Sw)``: every image is fitted into that fixed canvas
+(:func:`~mrcnn_np.data.transforms.resize_and_pad`). A batch of square ``S x S`` images is
+``(N, 3, S, S)`` either way.
+
+A batch is ``images (N, 3, Hb, Wb)`` with a list of ``N`` target dicts (``boxes (M_i, 4)`` in input
+pixels, ``labels (M_i,)``, ``masks (M_i, Hb, Wb)``, ``image_id``, ``index`` (the position in the
+dataset) and the size bookkeeping: ``resized_size (h_i, w_i)``, the image's valid (unpadded) area,
+which the model clips proposals and detections to, and ``orig_size (H_i, W_i)``, to which
+predictions are mapped back). Targets cannot be stacked: each image has its own number of objects.
 Pixel values are only scaled to ``[0, 1]``; any mean/std normalisation belongs to the model.
 
 Order is reproducible: epoch ``e`` of a loader with seed ``s`` shuffles with a generator seeded by
@@ -24,19 +32,63 @@ from typing import Iterator
 import numpy as np
 
 from .coco import image_to_float_chw
-from .transforms import hflip, input_hw, resize_and_pad
+from .transforms import hflip, input_hw, resize_and_pad, resize_longest
 
-__all__ = ["load_sample", "iterate_batches", "BatchLoader"]
+__all__ = ["SIZE_DIVISIBILITY", "load_sample", "resize_for_model", "pad_batch", "iterate_batches",
+           "BatchLoader"]
+
+#: Padded inputs are multiples of this: the coarsest feature map (C5) has stride 32, so every level's
+#: map then covers the input exactly and the FPN's 2x upsampling lines up.
+SIZE_DIVISIBILITY = 32
+
+
+def resize_for_model(image: np.ndarray, target: dict, input_size) -> tuple[np.ndarray, dict]:
+    """``input_size`` an int: :func:`resize_longest`; a pair ``(Sh, Sw)``: :func:`resize_and_pad`."""
+    if isinstance(input_size, (int, np.integer)) and not isinstance(input_size, bool):
+        return resize_longest(image, target, int(input_size))
+    return resize_and_pad(image, target, input_size)
 
 
 def load_sample(dataset, i: int, input_size, flip: bool = False) -> tuple[np.ndarray, dict]:
-    """Sample ``i`` of ``dataset`` ready for the model: ``float32 (3, Sh, Sw)`` and its target."""
+    """Sample ``i`` of ``dataset`` ready for the model: ``float32 (3, h, w)`` and its target (not yet
+    padded to the batch; see :func:`pad_batch`)."""
     image, target = dataset[i]
     if flip:
         image, target = hflip(image, target)
-    image, target = resize_and_pad(image, target, input_size)
+    image, target = resize_for_model(image, target, input_size)
     target["index"] = int(i)
     return image_to_float_chw(image), target
+
+
+def pad_batch(images, targets=None, size_divisibility: int = SIZE_DIVISIBILITY):
+    """Stack images ``[(3, h_i, w_i)]`` into ``(N, 3, Hb, Wb)``, zero-padded at the bottom/right.
+
+    ``Hb = ceil(max_i h_i / d) d`` and ``Wb = ceil(max_i w_i / d) d`` with ``d = size_divisibility``.
+    ``targets`` (optional, one dict per image) get their ``masks`` padded to ``(M_i, Hb, Wb)`` and
+    ``input_size = (Hb, Wb)``; their ``resized_size`` (the valid area) is left as it is. Returns
+    ``(images, targets)`` (new dicts).
+    """
+    if not images:
+        raise ValueError("images: expected at least one image")
+    d = int(size_divisibility)
+    hb = -(-max(im.shape[1] for im in images) // d) * d
+    wb = -(-max(im.shape[2] for im in images) // d) * d
+    out = np.zeros((len(images), images[0].shape[0], hb, wb), images[0].dtype)
+    for k, im in enumerate(images):
+        out[k, :, : im.shape[1], : im.shape[2]] = im                     # (3, h, w) -> top-left
+    if targets is None:
+        return out, None
+    padded = []
+    for t in targets:
+        t = dict(t)
+        m = np.asarray(t["masks"])
+        if m.shape[1:] != (hb, wb):
+            pm = np.zeros((m.shape[0], hb, wb), m.dtype)
+            pm[:, : m.shape[1], : m.shape[2]] = m
+            t["masks"] = pm
+        t["input_size"] = (hb, wb)
+        padded.append(t)
+    return out, padded
 
 
 def _epoch_plan(n: int, shuffle: bool, seed: int, epoch: int, hflip_prob: float):
@@ -49,9 +101,10 @@ def _epoch_plan(n: int, shuffle: bool, seed: int, epoch: int, hflip_prob: float)
 def iterate_batches(dataset, batch_size: int, input_size, *, shuffle: bool = True, seed: int = 0,
                     epoch: int = 0, hflip_prob: float = 0.0, drop_last: bool = False,
                     start_batch: int = 0) -> Iterator[tuple[np.ndarray, list[dict]]]:
-    """One epoch of batches: yields ``(images float32 (N, 3, Sh, Sw), targets list of N dicts)``.
+    """One epoch of batches: yields ``(images float32 (N, 3, Hb, Wb), targets list of N dicts)``.
 
-    ``input_size`` is an int (square) or ``(Sh, Sw)``; ``N = batch_size`` except possibly for the last
+    ``input_size`` is an int (the longer side; the batch is padded to a multiple of 32) or a fixed
+    canvas ``(Sh, Sw)`` (see the module docstring); ``N = batch_size`` except possibly for the last
     batch (dropped when ``drop_last``). ``shuffle=False`` keeps dataset order (use it for evaluation).
     ``start_batch = b`` yields the epoch's batches ``b, b+1, ...`` only; nothing before them is loaded.
     """
@@ -69,7 +122,7 @@ def iterate_batches(dataset, batch_size: int, input_size, *, shuffle: bool = Tru
     for start in range(start_batch * batch_size, stop, batch_size):
         samples = [load_sample(dataset, int(order[k]), input_size, bool(flips[k]))
                    for k in range(start, min(start + batch_size, stop))]
-        yield np.stack([s[0] for s in samples]), [s[1] for s in samples]   # (N, 3, Sh, Sw)
+        yield pad_batch([s[0] for s in samples], [s[1] for s in samples])   # (N, 3, Hb, Wb)
 
 
 class BatchLoader:

@@ -1,7 +1,7 @@
 """A toy instance-segmentation dataset that needs no download: squares, circles and triangles.
 
-Each image is ``image_size x image_size`` (128 by default) on a random background colour, with 1 to 4
-shapes, each of a random class, colour, size and position. Shapes may overlap: they are drawn one after
+Each image is ``image_size x image_size`` (128 by default; or ``width x height`` for non-square
+images) on a random background colour, with 1 to 4 shapes, each of a random class, colour, size and position. Shapes may overlap: they are drawn one after
 another, a later shape hides the earlier ones where they overlap, and an instance's mask is what stays
 *visible*. The dataset is written in COCO's instances format, the same format a labelling tool exports,
 so the learner's first dataset and their own go through the same loader (:mod:`mrcnn_np.data.coco`).
@@ -62,14 +62,22 @@ _SPLIT_CODE = {"train": 0, "val": 1}
 _SQRT3_2 = np.sqrt(3.0) / 2.0
 
 
-def shape_mask(kind: str, cx: float, cy: float, s: float, image_size: int) -> np.ndarray:
-    """Boolean mask ``(image_size, image_size)`` of the pixels whose centres lie inside the shape.
+def _hw(image_size) -> tuple[int, int]:
+    if isinstance(image_size, (tuple, list)):
+        return int(image_size[0]), int(image_size[1])
+    return int(image_size), int(image_size)
+
+
+def shape_mask(kind: str, cx: float, cy: float, s: float, image_size) -> np.ndarray:
+    """Boolean mask ``(H, W)`` of the pixels whose centres lie inside the shape; ``image_size`` is
+    ``S`` (square, ``H = W = S``) or ``(H, W)``.
 
     ``kind`` is ``"square"``, ``"circle"`` or ``"triangle"``; ``(cx, cy)`` the centre and ``s`` the size
     (half-side, radius, circumradius) in pixels. See the module docstring for the exact rules.
     """
-    c = np.arange(image_size) + 0.5                      # pixel-centre coordinates
-    x, y = c[None, :], c[:, None]                       # broadcast to (H, W)
+    H, W = _hw(image_size)
+    x = np.arange(W)[None, :] + 0.5                     # pixel-centre coordinates, (1, W)
+    y = np.arange(H)[:, None] + 0.5                     # (H, 1); broadcast to (H, W)
     if kind == "square":
         return ((x >= cx - s) & (x < cx + s)) & ((y >= cy - s) & (y < cy + s))
     if kind == "circle":
@@ -77,7 +85,7 @@ def shape_mask(kind: str, cx: float, cy: float, s: float, image_size: int) -> np
     if kind == "triangle":
         # Inside = on the inner side of all three edges (vertices listed counter-clockwise on screen).
         v = [(cx, cy - s), (cx - s * _SQRT3_2, cy + s / 2), (cx + s * _SQRT3_2, cy + s / 2)]
-        inside = np.ones((image_size, image_size), bool)
+        inside = np.ones((H, W), bool)
         for (ax, ay), (bx, by) in zip(v, v[1:] + v[:1]):
             # cross((b - a), (p - a)) <= 0 keeps points on the triangle's side of edge a -> b
             inside &= (bx - ax) * (y - ay) - (by - ay) * (x - ax) <= 0
@@ -103,26 +111,31 @@ def random_shapes_image(rng: np.random.Generator, image_size: int = 128, min_ins
                         max_instances: int = 4, min_size: float | None = None,
                         max_size: float | None = None, min_visible_area: int = 48,
                         min_visible_fraction: float = 0.3, min_colour_distance: float = 100.0,
-                        tries_per_instance: int = 20):
+                        tries_per_instance: int = 20, *, height: int | None = None,
+                        width: int | None = None):
     """Draw one image in memory.
 
     Returns ``image`` uint8 ``(H, W, 3)``, ``masks`` uint8 ``(M, H, W)`` (visible pixels, disjoint) and
     ``category_ids`` int64 ``(M,)`` (1 square, 2 circle, 3 triangle), ``1 <= M <= max_instances``, with
-    ``H = W = image_size``. Sizes ``s`` are uniform in ``[min_size, max_size]`` (default
-    ``image_size/16`` to ``image_size/5``); shapes lie fully inside the image. Colours are at least
-    ``min_colour_distance`` from the background and from each other instance's colour.
+    ``H = height`` and ``W = width`` (each ``image_size`` when not given). Sizes ``s`` are uniform in
+    ``[min_size, max_size]`` (default ``min(H, W)/16`` to ``min(H, W)/5``); shapes lie fully inside the
+    image. Colours are at least ``min_colour_distance`` from the background and from each other
+    instance's colour. A square image draws exactly what it drew before ``height``/``width`` existed.
     """
-    min_size = image_size / 16 if min_size is None else float(min_size)
-    max_size = image_size / 5 if max_size is None else float(max_size)
-    if not 0 < min_size <= max_size <= image_size / 2:
-        raise ValueError(f"min_size/max_size: expected 0 < min_size <= max_size <= image_size/2 = "
-                         f"{image_size / 2}, got {min_size}, {max_size}")
+    H = int(image_size if height is None else height)
+    W = int(image_size if width is None else width)
+    side = min(H, W)
+    min_size = side / 16 if min_size is None else float(min_size)
+    max_size = side / 5 if max_size is None else float(max_size)
+    if not 0 < min_size <= max_size <= side / 2:
+        raise ValueError(f"min_size/max_size: expected 0 < min_size <= max_size <= min(height, width)/2"
+                         f" = {side / 2}, got {min_size}, {max_size}")
     if not 1 <= min_instances <= max_instances:
         raise ValueError(f"min_instances/max_instances: expected 1 <= min <= max, got "
                          f"{min_instances}, {max_instances}")
     background = rng.integers(0, 256, size=3)
     wanted = int(rng.integers(min_instances, max_instances + 1))
-    owner = np.full((image_size, image_size), -1, np.int16)
+    owner = np.full((H, W), -1, np.int16)
     full_area, kinds, colours = [], [], []
 
     def acceptable(new_owner, areas_full):
@@ -137,8 +150,9 @@ def random_shapes_image(rng: np.random.Generator, image_size: int = 128, min_ins
         for _ in range(tries_per_instance):
             cat = int(rng.integers(1, 4))
             s = rng.uniform(min_size, max_size)
-            cx, cy = rng.uniform(s, image_size - s, size=2)
-            m = shape_mask(_KINDS[cat], cx, cy, s, image_size)
+            # NOTE: one call for both draws, as before non-square images existed (same random stream)
+            cx, cy = rng.uniform(s, np.array([W - s, H - s]))
+            m = shape_mask(_KINDS[cat], cx, cy, s, (H, W))
             new_owner = owner.copy()
             new_owner[m] = k                         # later shapes hide earlier ones
             if acceptable(new_owner, full_area + [int(m.sum())]):
@@ -155,7 +169,7 @@ def random_shapes_image(rng: np.random.Generator, image_size: int = 128, min_ins
             if attempts >= 50:
                 raise ValueError(f"could not place a single shape with min_visible_area="
                                  f"{min_visible_area} and sizes in [{min_size}, {max_size}] on a "
-                                 f"{image_size}x{image_size} image; lower min_visible_area")
+                                 f"{W}x{H} image; lower min_visible_area")
     # Paint from the owner map: palette row 0 is the background, row k+1 instance k.
     palette = np.stack([background] + colours).astype(np.uint8)      # (M+1, 3)
     image = palette[owner + 1]                                         # (H, W) -> (H, W, 3)
@@ -163,10 +177,15 @@ def random_shapes_image(rng: np.random.Generator, image_size: int = 128, min_ins
     return image, masks, np.asarray(kinds, np.int64)
 
 
-def _split_json(split: str, seed: int, image_size: int, images, annotations) -> dict:
+def _split_json(split: str, seed: int, hw, images, annotations) -> dict:
+    info = {"description": "mrcnn-np shapes: squares, circles and triangles",
+            "version": "1.0", "split": split, "seed": seed}
+    if hw[0] == hw[1]:
+        info["image_size"] = hw[0]
+    else:
+        info["height"], info["width"] = hw
     return {
-        "info": {"description": "mrcnn-np shapes: squares, circles and triangles",
-                 "version": "1.0", "split": split, "seed": seed, "image_size": image_size},
+        "info": info,
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -191,7 +210,7 @@ def _check_not_foreign(split_dir: Path) -> None:
                              f"regenerate {split_dir.name}/ over it (choose another folder, or remove it)")
 
 
-def _write_split(split_dir: Path, split: str, n: int, seed: int, image_size: int, options) -> dict:
+def _write_split(split_dir: Path, split: str, n: int, seed: int, hw, options) -> dict:
     images_dir = split_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     ann_path = split_dir / "annotations.json"
@@ -202,10 +221,10 @@ def _write_split(split_dir: Path, split: str, n: int, seed: int, image_size: int
     digits = max(6, len(str(n)))
     for i in range(1, n + 1):
         rng = np.random.default_rng([seed, _SPLIT_CODE[split], i])
-        image, masks, cats = random_shapes_image(rng, image_size=image_size, **options)
+        image, masks, cats = random_shapes_image(rng, height=hw[0], width=hw[1], **options)
         file_name = f"{i:0{digits}d}.png"
         atomic_write_png(images_dir / file_name, image)
-        images.append({"id": i, "file_name": file_name, "width": image_size, "height": image_size})
+        images.append({"id": i, "file_name": file_name, "width": hw[1], "height": hw[0]})
         for mask, cat in zip(masks, cats):
             ys, xs = np.nonzero(mask)
             x1, y1 = int(xs.min()), int(ys.min())
@@ -219,32 +238,38 @@ def _write_split(split_dir: Path, split: str, n: int, seed: int, image_size: int
         if f.name not in written and _OWN_FILE.fullmatch(f.name):
             f.unlink()
     # Written last: a complete annotations.json means every image it lists is on disk.
-    atomic_write_json(ann_path, _split_json(split, seed, image_size, images, annotations))
+    atomic_write_json(ann_path, _split_json(split, seed, hw, images, annotations))
     return {"images": images_dir, "annotations": ann_path, "num_images": n,
             "num_instances": len(annotations)}
 
 
 def generate_shapes(out_dir, n_train: int, n_val: int, seed: int = 0, image_size: int = 128, *,
-                    min_instances: int = 1, max_instances: int = 4, min_size: float | None = None,
+                    width: int | None = None, height: int | None = None, min_instances: int = 1, max_instances: int = 4, min_size: float | None = None,
                     max_size: float | None = None, min_visible_area: int = 48,
                     min_visible_fraction: float = 0.3, min_colour_distance: float = 100.0) -> dict:
     """Write the shapes dataset to ``out_dir`` (layout in the module docstring).
 
-    ``n_train``/``n_val`` images per split (a split with 0 images is not written). The keyword options
-    are those of :func:`random_shapes_image`. Every file is written atomically; a split written into
-    an existing folder replaces the old one, stale images included (module docstring). Returns
+    ``n_train``/``n_val`` images per split (a split with 0 images is not written); images are
+    ``image_size`` square, or ``width x height`` where given (either defaults to ``image_size``). The
+    other keyword options are those of :func:`random_shapes_image`. Every file is written atomically;
+    a split written into an existing folder replaces the old one, stale images included (module
+    docstring). Returns
     ``{split: {"images": Path, "annotations": Path, "num_images": int, "num_instances": int}}``.
     """
     for name, v in (("n_train", n_train), ("n_val", n_val), ("seed", seed)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 16:
-        raise ValueError(f"image_size: expected an integer >= 16, got {image_size!r}")
+    for name, v in (("image_size", image_size), ("width", width), ("height", height)):
+        if v is None and name != "image_size":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 16:
+            raise ValueError(f"{name}: expected an integer >= 16, got {v!r}")
+    hw = (int(image_size if height is None else height), int(image_size if width is None else width))
     options = dict(min_instances=min_instances, max_instances=max_instances, min_size=min_size,
                    max_size=max_size, min_visible_area=min_visible_area,
                    min_visible_fraction=min_visible_fraction, min_colour_distance=min_colour_distance)
     # Check the options once, up front, so a bad value fails before any file is written.
-    random_shapes_image(np.random.default_rng(0), image_size=int(image_size), **options)
+    random_shapes_image(np.random.default_rng(0), height=hw[0], width=hw[1], **options)
     out = Path(out_dir)
     for split, n in (("train", n_train), ("val", n_val)):
         if n > 0:
@@ -252,5 +277,5 @@ def generate_shapes(out_dir, n_train: int, n_val: int, seed: int = 0, image_size
     result = {}
     for split, n in (("train", int(n_train)), ("val", int(n_val))):
         if n > 0:
-            result[split] = _write_split(out / split, split, n, int(seed), int(image_size), options)
+            result[split] = _write_split(out / split, split, n, int(seed), hw, options)
     return result

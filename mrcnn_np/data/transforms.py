@@ -1,9 +1,19 @@
 """Geometric transforms of an ``(image, target)`` pair, and their inverses for predictions.
 
-The model takes a batch of equally sized images, but datasets mix sizes. :func:`resize_and_pad` scales
-an image so that it fits the model's input size with its aspect ratio kept (the longer side, relative
-to the canvas, touches the edge), then pads the bottom and right with zeros. Because the padding is at
-the bottom/right, the top-left corner stays at ``(0, 0)`` and mapping back is a pure scale::
+The model takes a batch of equally sized images, but datasets mix sizes and aspect ratios. Two ways
+to get there, both keeping the aspect ratio and padding only at the bottom and right:
+
+* :func:`resize_longest` (what the model's configs use): scale so that the *longer* side becomes
+  ``max_size`` (torchvision's ``max_size``; we have no separate ``min_size``), no padding yet. The
+  batch is padded afterwards to its largest image, rounded up to a multiple of 32
+  (:func:`mrcnn_np.data.loader.pad_batch`), so a 640x480 photo becomes a 128x96 input, not a
+  128x128 canvas with 32 rows of zeros.
+* :func:`resize_and_pad`: fit into a fixed ``(Sh, Sw)`` canvas (the longer side relative to the
+  canvas touches the edge) and pad to it.
+
+Either way the unpadded, resized size ``(h, w)`` is kept as ``resized_size``: it is the image's
+*valid area*, to which the model clips proposals and detections. Because the padding is at the
+bottom/right, the top-left corner stays at ``(0, 0)`` and mapping back is a pure scale::
 
     fx = w / W,   fy = h / H                   (W x H original, w x h resized, w = round(W * scale))
     x_input = x_orig * fx,  y_input = y_orig * fy          boxes -> input pixels
@@ -29,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-__all__ = ["input_hw", "resize_and_pad", "hflip", "resize_masks_nearest", "boxes_to_original",
+__all__ = ["input_hw", "resize_longest", "resized_hw_longest", "resize_and_pad", "hflip", "resize_masks_nearest", "boxes_to_original",
            "masks_to_original", "predictions_to_original"]
 
 
@@ -63,23 +73,27 @@ def _resized_hw(H: int, W: int, size) -> tuple[tuple[int, int], float]:
     return (max(1, min(Sh, round(H * scale))), max(1, min(Sw, round(W * scale)))), scale
 
 
-def resize_and_pad(image: np.ndarray, target: dict, size) -> tuple[np.ndarray, dict]:
-    """Fit ``image`` ``uint8 (H, W, 3)`` into a ``size`` canvas (int or ``(Sh, Sw)``), keeping aspect.
+def resized_hw_longest(H: int, W: int, max_size: int) -> tuple[tuple[int, int], float]:
+    """``((h, w), scale)`` with ``scale = max_size / max(H, W)``, ``h = round(H scale)`` (at least 1)."""
+    scale = max_size / max(H, W)
+    return (max(1, min(max_size, round(H * scale))), max(1, min(max_size, round(W * scale)))), scale
 
-    Returns ``(image (Sh, Sw, 3) uint8, target)`` where the new target has boxes scaled by
-    ``(fx, fy)``, masks ``(M, Sh, Sw)`` resized nearest-neighbour and zero-padded, and the mapping
-    bookkeeping: ``orig_size (H, W)``, ``resized_size (h, w)``, ``input_size (Sh, Sw)``, ``scale``
-    (the factor chosen, ``min(Sh/H, Sw/W)``) and ``flipped``. Other keys are copied.
-    """
+
+def _resize(image: np.ndarray, target: dict, hw, scale: float, canvas) -> tuple[np.ndarray, dict]:
+    """Resize ``image`` to ``hw = (h, w)``, place it top-left on a zero ``canvas = (Sh, Sw)``; the
+    target's boxes are scaled by ``(fx, fy) = (w / W, h / H)``, its masks resized nearest-neighbour."""
     H, W = image.shape[:2]
-    Sh, Sw = input_hw(size)
-    (h, w), scale = _resized_hw(H, W, size)
+    h, w = hw
+    Sh, Sw = canvas
     if (h, w) == (H, W):
         resized = image
     else:
         resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    out = np.zeros((Sh, Sw) + image.shape[2:], image.dtype)
-    out[:h, :w] = resized                                        # pad bottom/right with zeros
+    if (Sh, Sw) == (h, w):
+        out = np.ascontiguousarray(resized)
+    else:
+        out = np.zeros((Sh, Sw) + image.shape[2:], image.dtype)
+        out[:h, :w] = resized                                    # pad bottom/right with zeros
 
     t = dict(target)
     fx, fy = w / W, h / H
@@ -95,6 +109,31 @@ def resize_and_pad(image: np.ndarray, target: dict, size) -> tuple[np.ndarray, d
     t["scale"] = float(scale)
     t["flipped"] = bool(target.get("flipped", False))
     return out, t
+
+
+def resize_longest(image: np.ndarray, target: dict, max_size: int) -> tuple[np.ndarray, dict]:
+    """Scale ``image`` ``uint8 (H, W, 3)`` so that its longer side is ``max_size``, aspect kept, no
+    padding: returns ``(image (h, w, 3), target)`` with boxes and masks ``(M, h, w)`` mapped as in
+    :func:`resize_and_pad` and the same bookkeeping (``input_size == resized_size == (h, w)`` until
+    the batch pads it)."""
+    if isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)) or max_size < 1:
+        raise ValueError(f"max_size: expected a positive integer, got {max_size!r}")
+    H, W = image.shape[:2]
+    (h, w), scale = resized_hw_longest(H, W, int(max_size))
+    return _resize(image, target, (h, w), scale, (h, w))
+
+
+def resize_and_pad(image: np.ndarray, target: dict, size) -> tuple[np.ndarray, dict]:
+    """Fit ``image`` ``uint8 (H, W, 3)`` into a ``size`` canvas (int or ``(Sh, Sw)``), keeping aspect.
+
+    Returns ``(image (Sh, Sw, 3) uint8, target)`` where the new target has boxes scaled by
+    ``(fx, fy)``, masks ``(M, Sh, Sw)`` resized nearest-neighbour and zero-padded, and the mapping
+    bookkeeping: ``orig_size (H, W)``, ``resized_size (h, w)``, ``input_size (Sh, Sw)``, ``scale``
+    (the factor chosen, ``min(Sh/H, Sw/W)``) and ``flipped``. Other keys are copied.
+    """
+    H, W = image.shape[:2]
+    (h, w), scale = _resized_hw(H, W, size)
+    return _resize(image, target, (h, w), scale, input_hw(size))
 
 
 def hflip(image: np.ndarray, target: dict) -> tuple[np.ndarray, dict]:

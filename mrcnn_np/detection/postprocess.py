@@ -29,6 +29,19 @@ Pixels outside the box are 0; parts of the box outside the image are cut off; a 
 contain a pixel centre gives an empty mask. Only each box's window of pixels is computed, as two
 small matrix products ``R_y (h', m) @ mask (m, m) @ R_x^T (m, w')`` where each row of ``R`` holds the
 two bilinear weights of one pixel.
+
+Where to paste (``detections_to_original``). The model sees a resized image; its boxes are in input
+pixels. Rather than paste at the input size and enlarge the result (a 28x28 mask would pass through
+the coarse input grid, then be blown up nearest-neighbour into staircases), each box is mapped to the
+original image, ``x * W / w`` and ``y * H / h``, and the ``m x m`` mask is pasted there directly, at
+the original resolution. This is what torchvision does (``transform.postprocess`` rescales the boxes,
+then ``paste_masks_in_image`` pastes at the original size). Its pasting differs from ours in two
+details: it pads the ``m x m`` mask with one cell of zeros and enlarges the box to match (so the
+probability fades to 0 across the box edge instead of being cut there), and it rounds the box to whole
+pixels (``int``, with the legacy ``+ 1`` width) before resizing the mask with ``interpolate(...,
+mode="bilinear", align_corners=False)``; it returns probabilities, which its evaluation thresholds at
+``> 0.5``. We keep the sub-pixel box and pixel-centre sampling described above (detectron2's choice),
+which differs from torchvision by at most a pixel along the box edge.
 """
 from __future__ import annotations
 
@@ -40,7 +53,8 @@ from ..backend import get_array_module, to_numpy
 from .boxes import BoxCoder, _image_size, check_boxes, clip_boxes, remove_small_boxes
 from ..functional import batched_nms
 
-__all__ = ["postprocess_boxes", "select_class_masks", "paste_masks", "postprocess_masks"]
+__all__ = ["postprocess_boxes", "select_class_masks", "paste_masks", "postprocess_masks",
+           "detections_to_original"]
 
 
 def _softmax(x):
@@ -156,3 +170,30 @@ def postprocess_masks(detections, mask_logits, image_size, threshold: float = 0.
     mask head's logits ``(D, C, m, m)`` on ``detections["boxes"]``. Returns a new dict."""
     probs = select_class_masks(mask_logits, detections["labels"], background_channel)
     return {**detections, "masks": paste_masks(probs, detections["boxes"], image_size, threshold)}
+
+
+def detections_to_original(det: dict, image_size, original_size=None, paste: bool = True,
+                           threshold: float = 0.5) -> dict:
+    """One image's detections in input pixels -> the original image.
+
+    ``det``: ``boxes (D, 4)`` inside the valid area ``image_size = (h, w)``, ``scores``, ``labels``,
+    ``mask_probs (D, m, m)``. ``original_size = (H, W)`` (default ``(h, w)``: stay in input pixels).
+    Boxes are scaled by ``(W / w, H / h)`` (the resize was a pure per-axis scale, top-left anchored);
+    with ``paste``, ``masks (D, H, W)`` bool are pasted from ``mask_probs`` at the original size
+    (module docstring), else ``mask_probs`` is passed on. Returns a new dict.
+    """
+    h, w = (int(v) for v in _image_size(tuple(image_size)))
+    H, W = (h, w) if original_size is None else (int(v) for v in _image_size(tuple(original_size)))
+    boxes = det["boxes"]
+    xp = get_array_module(boxes)
+    if (H, W) != (h, w):
+        f = xp.asarray([W / w, H / h, W / w, H / h], dtype=boxes.dtype)
+        # NOTE: the minimum guards against x2 = w * (W / w) rounding to just above W in float32.
+        boxes = xp.minimum(boxes * f, xp.asarray([W, H, W, H], dtype=boxes.dtype))
+    out = {k: v for k, v in det.items() if k != "mask_probs"}
+    out["boxes"] = boxes
+    if paste:
+        out["masks"] = paste_masks(det["mask_probs"], boxes, (H, W), threshold)
+    else:
+        out["mask_probs"] = det["mask_probs"]
+    return out

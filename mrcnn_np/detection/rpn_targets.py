@@ -9,6 +9,19 @@ For one image with anchors ``(A, 4)`` and ground truth ``(G, 4)``::
 
 The objectness loss is taken over the sampled anchors (``labels >= 0``), the box loss over the sampled
 positives (``labels == 1``). An image without objects yields only negatives.
+
+Padding. In a batch, an image may fill only the top-left ``(h, w)`` of the padded input (its *valid
+area*). Given ``image_size = (h, w)``, anchors whose centre lies outside ``[0, w) x [0, h)`` are
+ignored (label -1: never sampled, neither positive nor negative), before sampling::
+
+    label_a = -1   if not (0 <= c_x(a) < w and 0 <= c_y(a) < h)
+
+# NOTE: this is our choice, not torchvision's: torchvision labels every anchor of the padded batch,
+# so anchors over the padding become easy negatives that use up part of the 256 samples per image.
+# Ignoring them spends the samples on the image itself. The rule looks at centres (not Detectron's
+# "straddle" test on the whole anchor) so that anchors overhanging the border, which large objects
+# near the edge need, still count. An unpadded image (h, w = the input) has every centre inside (the
+# anchors sit at cell centres), so square inputs train exactly as without the rule.
 """
 from __future__ import annotations
 
@@ -16,7 +29,7 @@ from dataclasses import dataclass
 
 from ..backend import get_array_module
 from ..functional import box_iou
-from .boxes import BoxCoder, check_boxes
+from .boxes import BoxCoder, _image_size, check_boxes
 from .ground_truth import clean_ground_truth
 from .matcher import Matcher
 from .sampler import BalancedPositiveNegativeSampler
@@ -37,11 +50,13 @@ class RPNTargets:
     neg_idx: object
 
 
-def build_rpn_targets(anchors, gt_boxes, rng=None, matcher=None, sampler=None, box_coder=None):
+def build_rpn_targets(anchors, gt_boxes, rng=None, matcher=None, sampler=None, box_coder=None,
+                      image_size=None):
     """anchors ``(A, 4)`` (all levels concatenated), gt_boxes ``(G, 4)`` -> :class:`RPNTargets`.
 
     Defaults: ``Matcher(0.7, 0.3, True)``, ``BalancedPositiveNegativeSampler(256, 0.5)``,
-    ``BoxCoder((1, 1, 1, 1))``; ``rng`` seeds the sampler (see :mod:`.sampler`).
+    ``BoxCoder((1, 1, 1, 1))``; ``rng`` seeds the sampler (see :mod:`.sampler`). ``image_size``
+    ``(h, w)``, the valid area: anchors centred outside it are ignored (module docstring).
     """
     check_boxes("anchors", anchors)
     matcher = matcher or Matcher(0.7, 0.3, allow_low_quality_matches=True)
@@ -52,6 +67,13 @@ def build_rpn_targets(anchors, gt_boxes, rng=None, matcher=None, sampler=None, b
     n = anchors.shape[0]
     match = matcher(box_iou(gt, anchors))                           # (A,) into the kept gt
     labels = xp.where(match >= 0, 1, xp.where(match == Matcher.BELOW_LOW_THRESHOLD, 0, -1))
+    if image_size is not None:
+        h, w = _image_size(tuple(image_size))
+        half = anchors.dtype.type(0.5)
+        cx = half * (anchors[:, 0] + anchors[:, 2])                   # (A,)
+        cy = half * (anchors[:, 1] + anchors[:, 3])
+        outside = (cx < 0) | (cx >= w) | (cy < 0) | (cy >= h)
+        labels = xp.where(outside, -1, labels)
     pos_idx, neg_idx = sampler(labels, rng)
     sampled = xp.full(n, -1, dtype=xp.int64)
     sampled[pos_idx] = 1

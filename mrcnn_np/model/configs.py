@@ -5,9 +5,12 @@ fully describes a model; checkpoints store the whole dict and refuse to load int
 
 Presets
 -------
-``tiny``   a few channels, 64x64 images: unit tests and the whole-model gradient check (float64).
-``demo``   128x128 shapes images on a 2-core CPU in minutes (``mrcnn-np demo``).
-``small``  256x256 images, wider everywhere: a start for real data on a CPU, or for a GPU.
+``tiny``   a few channels, 64-pixel inputs: unit tests and the whole-model gradient check (float64).
+``demo``   128-pixel inputs (128x128 shapes images) on a 2-core CPU in minutes (``mrcnn-np demo``).
+``small``  256-pixel inputs, wider everywhere: a start for real data on a CPU, or for a GPU.
+
+``image_size`` is the *longer side* of the model input, like torchvision's ``max_size``: a 640x480
+photo goes in as 128x96 under ``demo``, not as a 128x128 canvas a quarter of which is padding.
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ __all__ = ["ModelConfig", "PRESETS", "get_config"]
 class ModelConfig:
     name: str = "demo"
     num_classes: int = 3                    # K, not counting the background
-    image_size: int = 128                   # square model input (images are resized and padded)
+    image_size: int = 128                   # longer side of the model input: images are resized so
+                                            # that max(h, w) = image_size (aspect kept), then a batch
+                                            # is padded to a multiple of 32 (a 4:3 photo -> 128 x 96)
     dtype: str = "float32"
 
     # backbone: a ResNet-style stem (stride 2) and four stages of basic blocks, strides 4..32 (C2..C5)

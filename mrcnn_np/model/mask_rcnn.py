@@ -10,6 +10,13 @@ One training step, as the code reads:
 
 and backward, in reverse: the RoI heads' gradients come back through RoIAlign into the P levels, meet
 the RPN's gradients there, go down the FPN and the backbone.
+
+Sizes. A batch is ``(N, 3, Hb, Wb)`` with ``Hb, Wb`` multiples of 32; image ``i`` occupies its top-left
+``(h_i, w_i)`` (its *valid area*, ``resized_size`` in the loader's targets) and the rest is zero
+padding. The valid area travels with the batch: anchors whose centre lies outside it are ignored by
+the RPN's loss, and proposals and detections are clipped to it (empty boxes removed before NMS and
+top-k), so nothing is ever detected in the padding. ``predict`` can map its results straight to each
+image's original size (boxes scaled, masks pasted from the ``m x m`` head output at that size).
 """
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ import numpy as np
 
 from .. import nn
 from ..backend import get_array_module, to_numpy
+from ..data.loader import SIZE_DIVISIBILITY
+from ..detection.postprocess import detections_to_original
 from .backbone import Backbone
 from .configs import ModelConfig
 from .fpn import FPN
@@ -46,6 +55,23 @@ class MaskRCNN(nn.Module):
                        for t in targets]
         return images, targets
 
+    @staticmethod
+    def _sizes(name, sizes, images, default):
+        """``N`` pairs ``(h, w)`` of positive ints; ``default`` (the input's own size) where None."""
+        n, H, W = images.shape[0], images.shape[2], images.shape[3]
+        if sizes is None:
+            return [default] * n
+        sizes = [tuple(int(v) for v in s) for s in sizes]
+        if len(sizes) != n or any(len(s) != 2 or min(s) < 1 for s in sizes):
+            raise ValueError(f"{name}: expected {n} pairs (h, w) of positive integers (one per image), "
+                             f"got {sizes!r}")
+        if name == "image_sizes":
+            bad = [s for s in sizes if s[0] > H or s[1] > W]
+            if bad:
+                raise ValueError(f"image_sizes: {bad[0]} is larger than the input {H}x{W}; the valid "
+                                 f"area of an image is the part of the padded input it occupies")
+        return sizes
+
     def _image_sizes(self, images, targets):
         h, w = images.shape[2:]
         if targets is None:
@@ -53,13 +79,16 @@ class MaskRCNN(nn.Module):
         return [tuple(t.get("resized_size", (h, w))) for t in targets]
 
     def _check_images(self, images):
-        s = self.config.image_size
-        if getattr(images, "ndim", None) != 4 or images.shape[1] != 3 or images.shape[2:] != (s, s):
-            raise ValueError(f"images: expected shape (N, 3, {s}, {s}) for config {self.config.name!r}, "
-                             f"got {getattr(images, 'shape', type(images).__name__)}")
+        d = SIZE_DIVISIBILITY
+        if (getattr(images, "ndim", None) != 4 or images.shape[1] != 3 or images.shape[2] % d
+                or images.shape[3] % d or min(images.shape[2:]) == 0):
+            raise ValueError(f"images: expected shape (N, 3, H, W) with H and W positive multiples of "
+                             f"{d} (pad the batch, e.g. with mrcnn_np.data.pad_batch), got "
+                             f"{getattr(images, 'shape', type(images).__name__)}")
 
     def forward_train(self, images, targets, rng=None, proposals=None):
-        """images (N, 3, S, S); targets: per image {boxes (M, 4), labels (M,), masks (M, S, S)}.
+        """images (N, 3, Hb, Wb); targets: per image {boxes (M, 4), labels (M,), masks (M, Hb, Wb),
+        and optionally resized_size (h, w), the valid area (default: the whole input)}.
         ``rng`` seeds the samplers; ``proposals`` (a list of (P_i, 4)) replaces the RPN's, which makes
         the loss a smooth function of the parameters (the gradient check uses it).
         Returns {loss name: float}; call :meth:`backward` next."""
@@ -68,9 +97,11 @@ class MaskRCNN(nn.Module):
         rng = rng if rng is not None else np.random.default_rng(0)
         images = images.astype(self.config.dtype, copy=False)
         feats = self.fpn(self.backbone(images))
-        rpn_props, outs, anchors = self.rpn.forward(feats, self._image_sizes(images, targets), True)
+        sizes = self._image_sizes(images, targets)
+        rpn_props, outs, anchors = self.rpn.forward(feats, sizes, True)
         props = [p for p, _ in rpn_props] if proposals is None else proposals
-        loss_rpn_cls, loss_rpn_box = self.rpn.loss(outs, anchors, [t["boxes"] for t in targets], rng)
+        loss_rpn_cls, loss_rpn_box = self.rpn.loss(outs, anchors, [t["boxes"] for t in targets], rng,
+                                                   sizes)
         loss_cls, loss_box, loss_mask = self.roi_heads.forward_train(feats, props, targets, rng)
         values = (loss_rpn_cls, loss_rpn_box, loss_cls, loss_box, loss_mask)
         return {name: float(v) for name, v in zip(LOSS_NAMES, values)}
@@ -82,18 +113,33 @@ class MaskRCNN(nn.Module):
         d_feats = [a + b for a, b in zip(d_rpn, d_roi)]        # the two branches meet in P2..P5
         self.backbone.backward(self.fpn.backward(d_feats))
 
-    def predict(self, images):
-        """images (N, 3, S, S) -> per image {boxes (D, 4), scores (D,), labels (D,) in 1..K,
-        masks (D, S, S) bool}, in input pixels, as host (NumPy) arrays whatever the backend."""
+    def predict(self, images, image_sizes=None, original_sizes=None, paste: bool = True):
+        """Detections and masks for a batch.
+
+        images ``(N, 3, Hb, Wb)``; image_sizes: ``N`` pairs ``(h_i, w_i)``, each image's valid area
+        (default: the whole input); original_sizes: ``N`` pairs ``(H_i, W_i)`` to map the results to
+        (default: the valid area itself, i.e. input pixels).
+
+        Returns per image ``{boxes (D, 4), scores (D,), labels (D,) in 1..K, masks (D, H_i, W_i) bool}``:
+        boxes are detected inside the valid area, then scaled by ``(W_i / w_i, H_i / h_i)``; masks are
+        the mask head's ``m x m`` probabilities pasted (bilinear, threshold 0.5) straight at the
+        original size, within each box (:func:`mrcnn_np.detection.postprocess.paste_masks`).
+        ``paste=False`` gives ``mask_probs (D, m, m)`` instead of ``masks``, so that a caller can paste
+        and encode one detection at a time (a 4000x3000 image would need 12 MB per dense mask).
+        """
         self._check_images(images)
         images, _ = self._to_model_arrays(images)
+        h_in, w_in = images.shape[2:]
+        sizes = self._sizes("image_sizes", image_sizes, images, (h_in, w_in))
+        originals = self._sizes("original_sizes", original_sizes, images, None)
         images = images.astype(self.config.dtype, copy=False)
         with nn.no_cache():
             feats = self.fpn(self.backbone(images))
-            sizes = self._image_sizes(images, None)
             proposals, _, _ = self.rpn.forward(feats, sizes, False)
-            results = self.roi_heads.predict(feats, [p for p, _ in proposals], sizes)
-        return [{k: to_numpy(v) for k, v in r.items()} for r in results]
+            dets = self.roi_heads.predict(feats, [p for p, _ in proposals], sizes)
+            dets = [{k: to_numpy(v) for k, v in d.items()} for d in dets]     # results live on the host
+        return [detections_to_original(det, size, orig, paste)
+                for det, size, orig in zip(dets, sizes, originals)]
 
 
 def build_model(config: ModelConfig, seed: int = 0) -> MaskRCNN:

@@ -19,7 +19,7 @@ from ..backend import get_array_module
 from ..detection.boxes import BoxCoder
 from ..detection.mask_targets import build_mask_targets
 from ..detection.matcher import Matcher
-from ..detection.postprocess import postprocess_boxes, postprocess_masks
+from ..detection.postprocess import postprocess_boxes, select_class_masks
 from ..detection.roi_targets import build_roi_targets
 from ..detection.sampler import BalancedPositiveNegativeSampler
 from .poolers import MultiScaleRoIAlign
@@ -138,7 +138,9 @@ class RoIHeads(nn.Module):
         return d_feats
 
     def predict(self, feats, proposals, image_sizes):
-        """Inference: per image ``{boxes, scores, labels, masks}`` at the input's scale."""
+        """Inference: per image ``{boxes (D, 4), scores, labels, mask_probs (D, m, m)}``, boxes in input
+        pixels clipped to the image's valid area ``image_sizes[i] = (h, w)`` (empty ones removed
+        before NMS); ``mask_probs`` the sigmoid of the mask head's channel of each box's class."""
         xp = get_array_module(feats[0])
         results = []
         for i, (props, size) in enumerate(zip(proposals, image_sizes)):
@@ -155,5 +157,6 @@ class RoIHeads(nn.Module):
             else:
                 mask_logits = xp.zeros((0, self.cfg.num_classes, self.cfg.mask_size, self.cfg.mask_size),
                                        dtype=props.dtype)
-            results.append(postprocess_masks(det, mask_logits, size, background_channel=False))
+            probs = select_class_masks(mask_logits, det["labels"], background_channel=False)
+            results.append({**det, "boxes": boxes, "mask_probs": probs})
         return results

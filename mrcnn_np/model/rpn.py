@@ -6,8 +6,8 @@ deltas = conv1x1(t) (4A channels).  The outputs are flattened in the anchors' or
     objectness (N, A, H, W)   -> (N, H, W, A)    -> (N, H*W*A)
     deltas     (N, A*4, H, W) -> (N, A, 4, H, W) -> (N, H, W, A, 4) -> (N, H*W*A, 4)
 
-Losses, over the anchors sampled per image (256 by default, half positive at most), pooled over the
-batch:  loss_rpn_cls = mean BCE(objectness, label);  loss_rpn_box = sum_pos SmoothL1_{1/9}(delta -
+Losses, over the anchors sampled per image (256 by default, half positive at most; anchors centred in
+the padding are never sampled, see :mod:`mrcnn_np.detection.rpn_targets`), pooled over the batch:  loss_rpn_cls = mean BCE(objectness, label);  loss_rpn_box = sum_pos SmoothL1_{1/9}(delta -
 target) / (number of sampled anchors).  Proposals are decoded from the detached outputs.
 """
 from __future__ import annotations
@@ -84,15 +84,18 @@ class RPN(nn.Module):
         self._shapes = shapes
         return proposals, outs, anchors
 
-    def loss(self, outs, anchors, gt_boxes, rng):
-        """Returns (loss_rpn_cls, loss_rpn_box) and keeps what backward needs."""
+    def loss(self, outs, anchors, gt_boxes, rng, image_sizes=None):
+        """Returns (loss_rpn_cls, loss_rpn_box) and keeps what backward needs. ``image_sizes``: the
+        valid area ``(h, w)`` of each image; anchors centred outside it are not in the loss."""
         xp = get_array_module(outs[0][0])
         obj = xp.concatenate([o for o, _ in outs], axis=1)                   # (N, A_total)
         deltas = xp.concatenate([d for _, d in outs], axis=1)                # (N, A_total, 4)
         all_anchors = xp.concatenate(anchors)
         labels, targets = [], []
-        for boxes in gt_boxes:
-            t = build_rpn_targets(all_anchors, boxes, rng, self.matcher, self.sampler, self.box_coder)
+        sizes = image_sizes if image_sizes is not None else [None] * len(gt_boxes)
+        for boxes, size in zip(gt_boxes, sizes):
+            t = build_rpn_targets(all_anchors, boxes, rng, self.matcher, self.sampler, self.box_coder,
+                                  image_size=size)
             labels.append(t.labels)
             targets.append(t.regression_targets)
         labels, targets = xp.stack(labels), xp.stack(targets)                # (N, A_total), (.., 4)
