@@ -9,8 +9,8 @@ One sample goes through::
 (:func:`~mrcnn_np.data.transforms.resize_longest`) and the batch is padded at the bottom/right to
 its largest image, rounded up to a multiple of ``size_divisibility`` (32, the C5 stride), by
 :func:`pad_batch`. ``input_size`` a pair ``(Sh, Sw)``: every image is fitted into that fixed canvas
-(:func:`~mrcnn_np.data.transforms.resize_and_pad`). A batch of square ``S x S`` images is
-``(N, 3, S, S)`` either way.
+(:func:`~mrcnn_np.data.transforms.resize_and_pad`), then padded to a multiple of 32 if it is not one.
+A batch of square images with ``S`` a multiple of 32 is ``(N, 3, S, S)`` either way.
 
 A batch is ``images (N, 3, Hb, Wb)`` with a list of ``N`` target dicts (``boxes (M_i, 4)`` in input
 pixels, ``labels (M_i,)``, ``masks (M_i, Hb, Wb)``, ``image_id``, ``index`` (the position in the
