@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test gradcheck bench clean
+.PHONY: demo test test-gpu gradcheck bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The GPU tests (tests marked `gpu`), on a machine with an NVIDIA GPU: installs the GPU extra
+# (requirements-gpu.txt: CuPy, numba-cuda) into .venv once, then runs them with MRCNN_REQUIRE_GPU=1,
+# so a backend that cannot start FAILS here instead of skipping. Not a prerequisite of `make test`
+# (CI has no GPU; there the same tests skip with the reason).
+GPU_STAMP := $(VENV)/.installed-gpu
+
+$(GPU_STAMP): $(STAMP) requirements-gpu.txt
+	$(PY) -m pip install --quiet -r requirements-gpu.txt
+	touch $(GPU_STAMP)
+
+test-gpu: $(GPU_STAMP)
+	MRCNN_REQUIRE_GPU=1 $(PY) -m pytest -q -m gpu
 
 gradcheck: $(STAMP)
 	$(VENV)/bin/mrcnn-np gradcheck
