@@ -93,7 +93,7 @@ def name_expressions(filename: str, dtype) -> list[str]:
 def _module(filename: str, dtype_name: str):
     import cupy
     return cupy.RawModule(code=source(filename), options=OPTIONS,
-                          name_expressions=name_expressions(filename, dtype_name))
+                          name_expressions=tuple(name_expressions(filename, dtype_name)))
 
 
 def function(filename: str, kernel: str, dtype):
