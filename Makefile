@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-gpu gradcheck bench clean
+.PHONY: demo test test-gpu test-gpu-emulated gradcheck bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ $(GPU_STAMP): $(STAMP) requirements-gpu.txt
 
 test-gpu: $(GPU_STAMP)
 	MRCNN_REQUIRE_GPU=1 $(PY) -m pytest -q -m gpu
+
+# The same GPU parity tests without a GPU: CuPy replaced by tests/cupy_on_cpu.py (NumPy arrays, the
+# .cu kernels compiled by g++ with kernels/cuda_cpu_emu.h). Slow (about 2 minutes), needs g++.
+test-gpu-emulated: $(STAMP)
+	MRCNN_CUPY_ON_CPU=1 $(PY) -m pytest -q tests/test_gpu_parity.py
 
 gradcheck: $(STAMP)
 	$(VENV)/bin/mrcnn-np gradcheck

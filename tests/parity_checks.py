@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import mrcnn_np
 from mrcnn_np import dispatch
 from mrcnn_np import functional as F
 
@@ -64,3 +65,46 @@ def _rois(rng, n_batch, h, w, scale, r, dt):
     rois[3, 1:] = [0, 0, img_w, img_h]
     rois[4, 1:] = [-1 / scale, -1 / scale, (w + 1) / scale, (h + 1) / scale]
     return rois.astype(dt)
+
+
+def check_training_step(cp):
+    """The tiny model's training step (float64) under the active GPU backend (module ``cp``): its
+    losses and every parameter's gradient equal the numpy backend's. Leaves numpy active."""
+    from mrcnn_np.model import build_model, get_config
+    from test_model import fixed_proposals, toy_batch
+
+    cfg = get_config("tiny", dtype="float64")
+    images, targets = toy_batch(cfg)
+    props = fixed_proposals(targets)
+
+    def step(xp):
+        model = build_model(cfg, seed=1)
+        imgs = xp.asarray(images)
+        tgts = [{k: xp.asarray(v) for k, v in t.items()} for t in targets]
+        prps = [xp.asarray(p) for p in props]
+        losses = model.forward_train(imgs, tgts, np.random.default_rng(5), proposals=prps)
+        model.zero_grad()
+        model.backward()
+        return losses, {k: _host(p.grad) for k, p in model.named_parameters().items()}
+
+    losses, grads = step(cp)                    # the GPU backend (the caller made it active)
+    mrcnn_np.set_backend("numpy")
+    ref_losses, ref_grads = step(np)
+    for k in ref_losses:
+        np.testing.assert_allclose(losses[k], ref_losses[k], rtol=1e-9, err_msg=k)
+    for k in ref_grads:
+        scale = max(np.abs(ref_grads[k]).max(), 1e-12)
+        np.testing.assert_allclose(grads[k] / scale, ref_grads[k] / scale, atol=1e-9, err_msg=k)
+
+
+def assert_masks_match(got, masks, boxes, image_size, threshold=0.5):
+    """``got`` (bool) equals ``postprocess.paste_masks``, except possibly at pixels whose bilinear value
+    is within 1e-6 of the threshold (the reference sums with a GEMM, the kernel with two terms)."""
+    from mrcnn_np.detection import postprocess
+    want = postprocess.paste_masks(masks, boxes, image_size, threshold)
+    got = _host(got)
+    assert got.dtype == bool and got.shape == want.shape
+    at_threshold = (postprocess.paste_masks(masks, boxes, image_size, threshold - 1e-6)
+                    != postprocess.paste_masks(masks, boxes, image_size, threshold + 1e-6))
+    bad = (got != want) & ~at_threshold
+    assert not bad.any(), f"{int(bad.sum())} pixels differ, first {np.argwhere(bad)[:5].tolist()}"

@@ -121,5 +121,8 @@ def test_compiles_with_nvrtc_as_cupy_does(filename, dtype):
     names = _module.name_expressions(filename, dtype)
     rc, log, lowered = _nvrtc_compile(NVRTC, _module.source(filename), names,
                                       list(_module.OPTIONS) + ["--gpu-architecture=compute_90"])
+    if rc != 0 and "libnvrtc-builtins" in log:
+        pytest.skip(f"this libnvrtc cannot find its builtins library (put its folder on "
+                    f"LD_LIBRARY_PATH): {log.strip()}")
     assert rc == 0, f"NVRTC failed on kernels/{filename}:\n{log}"
     assert set(lowered) == set(names)

@@ -20,7 +20,7 @@ from mrcnn_np import functional as F
 from mrcnn_np.backends.cupy import _module
 
 import cupy_on_cpu
-from parity_checks import _host, _rois, check_pair
+from parity_checks import _rois, assert_masks_match, check_pair, check_training_step
 
 pytestmark = pytest.mark.skipif(
     cupy_on_cpu.GXX is None, reason="g++ not found: the CPU emulation of the CUDA kernels needs it")
@@ -155,14 +155,12 @@ def test_losses(cp, dt, n):
 @pytest.mark.parametrize("dt", DTYPES)
 def test_paste_masks(cp, dt):
     from mrcnn_np.backends.cupy.paste import paste_masks
-    from mrcnn_np.detection import postprocess
     rng = np.random.default_rng(7)
     masks = rng.uniform(size=(5, 6, 6)).astype(dt)
     boxes = np.array([[2.3, 1.7, 15.2, 12.9], [-5, -3, 8, 9], [10, 10, 30, 25], [4, 4, 4, 9],
                       [3.5, 2.5, 4.4, 3.4]])
-    got = paste_masks(cp.asarray(masks), cp.asarray(boxes), (16, 20))
-    assert got.dtype == bool
-    np.testing.assert_array_equal(_host(got), postprocess.paste_masks(masks, boxes, (16, 20)))
+    assert_masks_match(paste_masks(cp.asarray(masks), cp.asarray(boxes), (16, 20)), masks, boxes,
+                       (16, 20))
 
 
 def test_a_wrongly_typed_kernel_argument_is_caught(cp):
@@ -184,26 +182,4 @@ def test_a_wrongly_typed_kernel_argument_is_caught(cp):
 def test_training_step_matches_the_numpy_backend(cp):
     """The tiny model's training step (float64): losses and every parameter's gradient under the
     cupy backend (its kernels emulated) equal the numpy backend's."""
-    from mrcnn_np.model import build_model, get_config
-    from test_model import fixed_proposals, toy_batch
-
-    cfg = get_config("tiny", dtype="float64")
-    images, targets = toy_batch(cfg)
-    props = fixed_proposals(targets)
-
-    def step():
-        model = build_model(cfg, seed=1)
-        losses = model.forward_train(images, targets, np.random.default_rng(5), proposals=props)
-        model.zero_grad()
-        model.backward()
-        return ({k: float(v) for k, v in losses.items()},
-                {k: np.array(p.grad) for k, p in model.named_parameters().items()})
-
-    losses, grads = step()                      # cupy (the fixture made it active)
-    mrcnn_np.set_backend("numpy")
-    ref_losses, ref_grads = step()
-    for k in ref_losses:
-        np.testing.assert_allclose(losses[k], ref_losses[k], rtol=1e-9, err_msg=k)
-    for k in ref_grads:
-        scale = max(np.abs(ref_grads[k]).max(), 1e-12)
-        np.testing.assert_allclose(grads[k] / scale, ref_grads[k] / scale, atol=1e-9, err_msg=k)
+    check_training_step(cp)

@@ -4,11 +4,13 @@ float32 and float64, through the public entry (``mrcnn_np.functional`` after ``s
 Marked ``gpu``: ``make test-gpu`` runs these (with ``MRCNN_REQUIRE_GPU=1``: a backend that cannot
 start is a failure there); under ``make test`` the module skips, once, with the reason, where the
 backend cannot load (no CuPy, no GPU or no driver). The comparisons are ``parity_checks.check_pair``,
-which tests/test_cupy_launchers_cpu.py also runs on the CPU with a stand-in for CuPy.
+which tests/test_cupy_launchers_cpu.py also runs on the CPU with a stand-in for CuPy; and
+``make test-gpu-emulated`` runs this whole file through that stand-in (slow: about 2 minutes).
 """
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -18,9 +20,16 @@ from mrcnn_np import dispatch
 from mrcnn_np import functional as F
 from mrcnn_np.backend import BackendError, loaded_backend
 
-from parity_checks import _host, _rois, check_pair
+from parity_checks import _host, _rois, assert_masks_match, check_pair, check_training_step
 
 pytestmark = pytest.mark.gpu
+
+if os.environ.get("MRCNN_CUPY_ON_CPU"):
+    # make test-gpu-emulated: these same tests through tests/cupy_on_cpu.py (NumPy arrays, the
+    # kernels compiled by g++ with the CPU emulation header), on a machine without a GPU. Run this
+    # file alone that way: the stand-in stays in sys.modules for the rest of the session.
+    import cupy_on_cpu
+    sys.modules.setdefault("cupy", cupy_on_cpu.make_module())
 
 try:                                                    # once, at collection: one skip line, not 80
     loaded_backend("cupy")
@@ -192,14 +201,18 @@ def test_sigmoid_bce_with_logits(cp, dt, shape):
 @pytest.mark.parametrize("dt", DTYPES)
 def test_paste_masks(cp, dt):
     from mrcnn_np.backends.cupy.paste import paste_masks
-    from mrcnn_np.detection import postprocess
     rng = np.random.default_rng(7)
     d, m, h, w = 20, 28, 96, 128
     masks = rng.uniform(size=(d, m, m)).astype(dt)
     xy = rng.uniform(-10, 110, (d, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(0, 50, (d, 2))], axis=1)
-    want = postprocess.paste_masks(masks, boxes, (h, w))
-    got = _host(paste_masks(cp.asarray(masks), cp.asarray(boxes), (h, w)))
-    assert got.dtype == bool and got.shape == want.shape
-    mismatch = int((got != want).sum())
-    assert mismatch == 0, f"{mismatch} pixels differ"
+    assert_masks_match(paste_masks(cp.asarray(masks), cp.asarray(boxes), (h, w)), masks, boxes,
+                       (h, w))
+
+
+# ---------------------------------------------------------------- the model, end to end
+def test_training_step_matches_the_numpy_backend(cp):
+    """The tiny model's training step (float64) on the GPU: losses and every gradient equal the numpy
+    backend's. End to end, so a failure here can also be model code that mixes host and device
+    arrays, not only a kernel (the per-op tests above tell which)."""
+    check_training_step(cp)
