@@ -10,8 +10,8 @@
 //
 // One thread per output pixel (d, py, px) of the (D, H, W) result. That visits every pixel of the
 // image for every detection, where the reference computes only each box's window: simple, fully
-// parallel, and at most D * H * W cheap threads (100 detections on 800 x 800: 64 M, well under a
-// millisecond of an H100's time). The reference builds per-axis weight rows R (in double, then cast
+// parallel, and D * H * W cheap threads (100 detections on an 800 x 800 image: 64 M threads, about
+// a millisecond of an H100's time). The reference builds per-axis weight rows R (in double, then cast
 // to the masks' dtype) and computes value = (R_y @ mask) @ R_x^T; each row of R has two non-zero
 // weights, so the same value is  sum_b (wy0 M[i0, b] + wy1 M[i1, b]) wx_b  over the two columns b.
 #include "mrcnn_common.cuh"

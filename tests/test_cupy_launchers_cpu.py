@@ -42,7 +42,7 @@ def cp(monkeypatch):
     sys.modules["cupy"] = shim
     monkeypatch.setattr(dispatch, "_KERNELS", dict(dispatch._KERNELS))
     monkeypatch.setattr(backend, "_loaded", {k: v for k, v in backend._loaded.items() if k != "cupy"})
-    _module._module.cache_clear()
+    _module.clear_cache()
     try:
         mrcnn_np.set_backend("cupy")
         yield shim
@@ -51,7 +51,7 @@ def cp(monkeypatch):
         for k in _cupy_modules():
             del sys.modules[k]
         sys.modules.update(saved)
-        _module._module.cache_clear()
+        _module.clear_cache()
 
 
 def test_cupy_backend_registers_every_kernel(cp):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["KERNELS", "OPTIONS", "THREADS", "kernels_dir", "source", "name_expressions", "function",
-           "blocks_for", "scalar", "launch"]
+           "clear_cache", "blocks_for", "scalar", "launch"]
 
 #: every kernel of each source file, as C++ name expressions; ``<T>`` stands for float or double.
 #: Names without ``<T>`` are ``extern "C"`` kernels that do not depend on the dtype.
@@ -101,10 +101,22 @@ def function(filename: str, kernel: str, dtype):
     dt = np.dtype(dtype)
     if dt not in CTYPES:
         raise TypeError(f"{kernel}: the CUDA kernels take float32 or float64, got {dt}")
-    mod = _module(filename, dt.name)
+    return _function(filename, kernel, dt.name)
+
+
+@functools.lru_cache(maxsize=None)
+def _function(filename: str, kernel: str, dtype_name: str):
+    # cached: RawModule.get_function builds a new RawKernel object on every call
+    mod = _module(filename, dtype_name)
     if f"{kernel}<T>" in KERNELS[filename]:
-        return mod.get_function(f"{kernel}<{CTYPES[dt]}>")
+        return mod.get_function(f"{kernel}<{CTYPES[np.dtype(dtype_name)]}>")
     return mod.get_function(kernel)                      # extern "C", dtype-independent
+
+
+def clear_cache() -> None:
+    """Forget the compiled modules (CuPy keeps its own on-disk cache; the tests swap CuPy out)."""
+    _function.cache_clear()
+    _module.cache_clear()
 
 
 def blocks_for(total: int, threads: int = THREADS) -> int:
