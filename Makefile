@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test gradcheck bench clean
+.PHONY: demo test test-gpu test-gpu-emulated gradcheck bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,24 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The GPU tests (tests marked `gpu`), on a machine with an NVIDIA GPU: installs the GPU extra
+# (requirements-gpu.txt: CuPy, numba-cuda) into .venv once, then runs them with MRCNN_REQUIRE_GPU=1,
+# so a backend that cannot start FAILS here instead of skipping. Not a prerequisite of `make test`
+# (CI has no GPU; there the same tests skip with the reason).
+GPU_STAMP := $(VENV)/.installed-gpu
+
+$(GPU_STAMP): $(STAMP) requirements-gpu.txt
+	$(PY) -m pip install --quiet -r requirements-gpu.txt
+	touch $(GPU_STAMP)
+
+test-gpu: $(GPU_STAMP)
+	MRCNN_REQUIRE_GPU=1 $(PY) -m pytest -q -m gpu
+
+# The same GPU parity tests without a GPU: CuPy replaced by tests/cupy_on_cpu.py (NumPy arrays, the
+# .cu kernels compiled by g++ with kernels/cuda_cpu_emu.h). Slow (about 2 minutes), needs g++.
+test-gpu-emulated: $(STAMP)
+	MRCNN_CUPY_ON_CPU=1 $(PY) -m pytest -q tests/test_gpu_parity.py
 
 gradcheck: $(STAMP)
 	$(VENV)/bin/mrcnn-np gradcheck

@@ -2,7 +2,8 @@
 import importlib
 
 #: the op-family files of this backend, each registering its kernels when imported
-MODULES: tuple = ()
+MODULES: tuple = ("roi_align", "roi_pool", "nms", "conv", "norm", "pool", "losses")
+#: not in MODULES: ``paste`` (a standalone ``paste_masks``, wired in by hand; see its docstring)
 
 
 def load():
