@@ -32,7 +32,7 @@ __all__ = ["group_norm_forward", "group_norm_backward"]
 
 #: threads per block of the reductions: a power of two (the tree halves it). Fewer under the
 #: simulator, where each thread is a Python thread.
-REDUCE_THREADS = 32 if SIMULATED else 256
+REDUCE_THREADS = 16 if SIMULATED else 256
 
 
 @functools.cache
