@@ -6,7 +6,7 @@ float32. This script drives every registered kernel through :mod:`mrcnn_np.funct
 inputs with the launch replaced by ``cuda.compile_ptx`` for the argument types of that launch (the
 types a CuPy array of the same dtype and layout gets), for compute capability 9.0 (H100). It needs
 the ``numba-cuda`` package and NVRTC (``pip install numba-cuda nvidia-cuda-nvrtc``, CUDA_HOME set to a
-toolkit with libNVVM), not a GPU. It prints each kernel's float64 instruction count in its float32
+toolkit with libNVVM), not a GPU. Exit status: 0 all compiled, 1 a kernel failed, 3 no compiler here. It prints each kernel's float64 instruction count in its float32
 build, which must be 0 except where the reference itself computes in float64 (noted below).
 
     CUDA_HOME=/usr/local/cuda python tests/numba_cuda_sim/compile_ptx.py
@@ -37,6 +37,12 @@ def main() -> int:
     if _launch.SIMULATED:
         print("unset NUMBA_ENABLE_CUDASIM: this compiles for a real GPU")
         return 2
+    try:                                             # is the compiler there (NVVM, NVRTC)?
+        from numba import float32
+        cuda.compile_ptx(lambda a: None, (float32[::1],), cc=(9, 0))
+    except Exception as exc:
+        print(f"cannot compile CUDA here ({type(exc).__name__}: {str(exc)[:300]})")
+        return 3
     # Device functions (@cuda.jit(device=True)) are compiled for the current device's compute
     # capability; there is no device here, so name the H100's.
     import types

@@ -25,6 +25,8 @@ would silently turn float32 arithmetic into float64. So every kernel file builds
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numba import config, cuda
 
@@ -38,6 +40,11 @@ SIMULATED = bool(config.ENABLE_CUDASIM)
 THREADS = 128
 
 _streams: dict = {}
+
+# Numba warns on every launch of fewer than 128 blocks ("low occupancy"). Small grids are normal here
+# (a few RoIs, a loss over 512 rows) and the warning would flood a training log, so it is silenced;
+# only that message.
+warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU under-utilization")
 
 
 def array_module():
