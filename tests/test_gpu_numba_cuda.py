@@ -22,7 +22,7 @@ from mrcnn_np.backend import BackendError, to_numpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "numba_cuda_sim"))
 
-from numba_cuda_checks import (check_op, check_pair, nms_boxes,  # noqa: E402
+from numba_cuda_checks import (check_box_iou, check_op, check_pair, nms_boxes,  # noqa: E402
                                paste_reference_and_margin, rois_cases)
 from test_kernels_sim import *  # noqa: E402,F401,F403  (the simulator's cases, on the GPU)
 
@@ -76,6 +76,14 @@ def test_nms_many_boxes(numba_cuda, dtype, n):
         check_op("nms", dict(boxes=boxes, scores=scores, iou_threshold=t))
     check_op("batched_nms", dict(boxes=boxes, scores=scores, labels=rng.integers(0, 5, n),
                                  iou_threshold=0.5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_box_iou_anchors_against_ground_truth(numba_cuda, dtype):
+    rng = np.random.default_rng(6)
+    anchors, _ = nms_boxes(rng, 5000, dtype, span=128.0)
+    gt, _ = nms_boxes(rng, 7, dtype, span=128.0)
+    check_box_iou(anchors, gt)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

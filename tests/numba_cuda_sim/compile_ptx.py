@@ -95,6 +95,7 @@ def main() -> int:
         b = np.array([[0, 0, 2, 2], [1, 1, 3, 3]], dt)
         F.nms(b, np.array([1, 2], dt), 0.5)
         F.batched_nms(b, np.array([1, 2], dt), np.array([0, 1]), 0.5)
+        F.box_iou(b, b)
         w = rng.standard_normal((3, 4, 3, 3)).astype(dt)
         out, c = F.conv2d_forward(x, w, np.zeros(3, dt), 2, 1)
         F.conv2d_backward(out, c)

@@ -94,6 +94,14 @@ def check_op(name, args):
         np.testing.assert_array_equal(got, ref, err_msg=name)
 
 
+def check_box_iou(a, b):
+    """``box_iou`` (no backward): the reference's values and dtype."""
+    ref = F.box_iou.reference(a, b)
+    for got in (F.box_iou(_device(a), _device(b)), dispatch.kernel(BACKEND, "box_iou")(_device(a), _device(b))):
+        assert isinstance(got, get_backend().xp.ndarray)
+        assert_close(got, ref, ref.dtype, "box_iou")
+
+
 # ---- inputs -------------------------------------------------------------------------------------
 
 def rois_cases(rng, n_img, h, w, scale, dtype, n_random):

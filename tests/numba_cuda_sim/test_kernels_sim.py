@@ -9,7 +9,7 @@ from mrcnn_np import dispatch, functional as F
 from mrcnn_np.backend import to_numpy
 from mrcnn_np.backends.numba_cuda import MODULES
 from mrcnn_np.backends.numba_cuda.paste import paste_masks
-from numba_cuda_checks import (check_op, check_pair, nms_boxes, paste_reference_and_margin,
+from numba_cuda_checks import (check_box_iou, check_op, check_pair, nms_boxes, paste_reference_and_margin,
                                rois_cases, threshold_ties)
 
 DTYPES = [np.float32, np.float64]
@@ -18,9 +18,10 @@ DTYPES = [np.float32, np.float64]
 def test_the_backend_registers_every_kernel(numba_cuda):
     pairs = ["roi_align", "roi_pool", "conv2d", "conv_transpose2d", "group_norm", "max_pool2d",
              "softmax_cross_entropy", "smooth_l1", "sigmoid_bce_with_logits"]
-    expected = {f"{p}_{half}" for p in pairs for half in ("forward", "backward")} | {"nms", "batched_nms"}
+    expected = ({f"{p}_{half}" for p in pairs for half in ("forward", "backward")}
+                | {"nms", "batched_nms", "box_iou"})
     assert set(dispatch.kernels_of("numba-cuda")) == expected
-    assert set(MODULES) == {"roi_align", "roi_pool", "nms", "conv", "norm", "pool", "losses"}
+    assert set(MODULES) == {"roi_align", "roi_pool", "nms", "boxes", "conv", "norm", "pool", "losses"}
 
 
 # ---- RoIAlign / RoIPool -------------------------------------------------------------------------
@@ -86,6 +87,18 @@ def test_nms_edge_cases(numba_cuda, dtype):
     degenerate = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 2, 2]], dtype)
     check_op("nms", dict(boxes=degenerate, scores=np.array([3, 2, 1], dtype), iou_threshold=0.0))
     check_op("nms", dict(boxes=boxes.astype(np.int64), scores=scores, iou_threshold=0.5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_box_iou(numba_cuda, dtype):
+    rng = np.random.default_rng(9)
+    a, _ = nms_boxes(rng, 4, dtype)
+    b, _ = nms_boxes(rng, 3, dtype)
+    b = np.concatenate([b, a[:1], np.array([[1, 1, 1, 1], [50, 50, 60, 60]], dtype)])  # same, empty, apart
+    a = np.concatenate([a, np.array([[1, 1, 1, 1]], dtype)])        # zero area vs zero area: 0, not NaN
+    check_box_iou(a, b)
+    check_box_iou(a[:0], b)
+    check_box_iou(a.astype(np.int64), b.astype(np.int64))           # integer boxes: float64 IoUs
 
 
 # ---- conv ---------------------------------------------------------------------------------------
