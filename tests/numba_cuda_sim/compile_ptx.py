@@ -6,8 +6,9 @@ float32. This script drives every registered kernel through :mod:`mrcnn_np.funct
 inputs with the launch replaced by ``cuda.compile_ptx`` for the argument types of that launch (the
 types a CuPy array of the same dtype and layout gets), for compute capability 9.0 (H100). It needs
 the ``numba-cuda`` package and NVRTC (``pip install numba-cuda nvidia-cuda-nvrtc``, CUDA_HOME set to a
-toolkit with libNVVM), not a GPU. Exit status: 0 all compiled, 1 a kernel failed, 3 no compiler here. It prints each kernel's float64 instruction count in its float32
+toolkit with libNVVM), not a GPU. It prints each kernel's float64 instruction count in its float32
 build, which must be 0 except where the reference itself computes in float64 (noted below).
+Exit status: 0 all compiled, 1 a kernel failed, 3 no CUDA compiler here.
 
     CUDA_HOME=/usr/local/cuda python tests/numba_cuda_sim/compile_ptx.py
 """

@@ -19,6 +19,7 @@ roles swapped: its forward scatters with ``col2im`` and its backward gathers wit
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import numpy as np
 from numba import cuda
@@ -87,7 +88,7 @@ def _kernels(dtype):
                 acc += cols[(n * out_h + oy) * out_w + ox, (c * kh + u) * kw + v]
         x[n, c, py, px] = acc
 
-    return im2col, col2im
+    return SimpleNamespace(im2col=im2col, col2im=col2im)
 
 
 def _im2col(x, kh, kw, stride, padding, out_h, out_w):
@@ -95,7 +96,7 @@ def _im2col(x, kh, kw, stride, padding, out_h, out_w):
     xp = array_module()
     n, c = x.shape[:2]
     cols = xp.empty((n * out_h * out_w, c * kh * kw), dtype=x.dtype)
-    launch(_kernels(x.dtype)[0], cols.size, x, kh, kw, stride, padding, out_h, out_w, cols)
+    launch(_kernels(x.dtype).im2col, cols.size, x, kh, kw, stride, padding, out_h, out_w, cols)
     return cols
 
 
@@ -103,7 +104,7 @@ def _col2im(cols, shape, kh, kw, stride, padding, out_h, out_w):
     """cols (N*out_h*out_w, C*kh*kw) -> x (N, C, H, W) of ``shape``, the adjoint of :func:`_im2col`."""
     xp = array_module()
     x = xp.empty(shape, dtype=cols.dtype)
-    launch(_kernels(cols.dtype)[1], x.size, xp.ascontiguousarray(cols), kh, kw, stride, padding,
+    launch(_kernels(cols.dtype).col2im, x.size, xp.ascontiguousarray(cols), kh, kw, stride, padding,
            out_h, out_w, x)
     return x
 

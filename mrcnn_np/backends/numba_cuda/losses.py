@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from numba import cuda
@@ -111,8 +112,10 @@ def _kernels(dtype):
         sig = ONE / (ONE + e) if xi >= ZERO else e / (ONE + e)
         dx[i] = (sig - t[i]) * scale[0]
 
-    return {"ce_f": softmax_ce_forward, "ce_b": softmax_ce_backward, "l1_f": smooth_l1_forward,
-            "l1_b": smooth_l1_backward, "bce_f": bce_forward, "bce_b": bce_backward}
+    return SimpleNamespace(softmax_ce_forward=softmax_ce_forward,
+                           softmax_ce_backward=softmax_ce_backward,
+                           smooth_l1_forward=smooth_l1_forward, smooth_l1_backward=smooth_l1_backward,
+                           bce_forward=bce_forward, bce_backward=bce_backward)
 
 
 def _scale(dloss, count, dtype):
@@ -129,7 +132,7 @@ def softmax_cross_entropy_forward(logits, labels):
     labels = labels.astype(xp.int64, copy=False)
     log_p = xp.empty_like(logits)
     row_loss = xp.empty(n, dtype=logits.dtype)
-    launch(_kernels(logits.dtype)["ce_f"], n, logits, labels, log_p, row_loss)
+    launch(_kernels(logits.dtype).softmax_ce_forward, n, logits, labels, log_p, row_loss)
     loss = row_loss.sum() / logits.dtype.type(max(n, 1))     # an empty mean is 0
     return loss, (log_p, labels)
 
@@ -140,7 +143,7 @@ def softmax_cross_entropy_backward(dloss, cache):
     xp = array_module()
     log_p, labels = cache
     dz = xp.empty_like(log_p)
-    launch(_kernels(log_p.dtype)["ce_b"], dz.size, log_p, labels,
+    launch(_kernels(log_p.dtype).softmax_ce_backward, dz.size, log_p, labels,
            _scale(dloss, max(log_p.shape[0], 1), log_p.dtype), dz)
     return dz
 
@@ -152,7 +155,7 @@ def smooth_l1_forward(pred, target, beta=1.0):
     d = xp.empty_like(pred)
     loss = xp.empty_like(pred)
     beta_t = pred.dtype.type(beta)
-    launch(_kernels(pred.dtype)["l1_f"], pred.size, pred.reshape(-1), target.reshape(-1), beta_t,
+    launch(_kernels(pred.dtype).smooth_l1_forward, pred.size, pred.reshape(-1), target.reshape(-1), beta_t,
            d.reshape(-1), loss.reshape(-1))
     return loss.sum(), (d, beta_t)
 
@@ -163,7 +166,7 @@ def smooth_l1_backward(dloss, cache):
     xp = array_module()
     d, beta_t = cache
     dpred = xp.empty_like(d)
-    launch(_kernels(d.dtype)["l1_b"], d.size, d.reshape(-1), beta_t, _scale(dloss, 1, d.dtype),
+    launch(_kernels(d.dtype).smooth_l1_backward, d.size, d.reshape(-1), beta_t, _scale(dloss, 1, d.dtype),
            dpred.reshape(-1))
     return dpred
 
@@ -174,7 +177,7 @@ def sigmoid_bce_with_logits_forward(logits, targets):
     xp = array_module()
     t = xp.ascontiguousarray(targets.astype(logits.dtype, copy=False))   # bool/int targets too
     loss = xp.empty_like(logits)
-    launch(_kernels(logits.dtype)["bce_f"], logits.size, logits.reshape(-1), t.reshape(-1),
+    launch(_kernels(logits.dtype).bce_forward, logits.size, logits.reshape(-1), t.reshape(-1),
            loss.reshape(-1))
     return loss.sum() / logits.dtype.type(max(logits.size, 1)), (logits, t)
 
@@ -185,6 +188,6 @@ def sigmoid_bce_with_logits_backward(dloss, cache):
     xp = array_module()
     x, t = cache
     dx = xp.empty_like(x)
-    launch(_kernels(x.dtype)["bce_b"], x.size, x.reshape(-1), t.reshape(-1),
+    launch(_kernels(x.dtype).bce_backward, x.size, x.reshape(-1), t.reshape(-1),
            _scale(dloss, max(x.size, 1), x.dtype), dx.reshape(-1))
     return dx

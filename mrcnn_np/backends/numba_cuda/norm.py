@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from numba import cuda
@@ -127,7 +128,7 @@ def _kernels(dtype):
             dbeta[c] = total_b
             dgamma[c] = total_g
 
-    return forward, backward_x, backward_params
+    return SimpleNamespace(forward=forward, backward_x=backward_x, backward_params=backward_params)
 
 
 @register("numba-cuda", "group_norm_forward")
@@ -140,7 +141,7 @@ def group_norm_forward(x, gamma, beta, num_groups, eps=1e-5):
     y = xp.empty_like(rows)
     x_hat = xp.empty_like(rows)
     inv_std = xp.empty(n * g, dtype=x.dtype)
-    launch_blocks(_kernels(x.dtype)[0], n * g, REDUCE_THREADS, rows, gamma, beta,
+    launch_blocks(_kernels(x.dtype).forward, n * g, REDUCE_THREADS, rows, gamma, beta,
                   x.dtype.type(eps), c // g, h * w, y, x_hat, inv_std)
     return y.reshape(n, c, h, w), (x_hat.reshape(n, c, h, w), inv_std, gamma, g)
 
@@ -154,10 +155,10 @@ def group_norm_backward(dout, cache):
     dout = dout.astype(x_hat.dtype, copy=False)
     kernels = _kernels(x_hat.dtype)
     dx = xp.empty((n * g, (c // g) * h * w), dtype=x_hat.dtype)
-    launch_blocks(kernels[1], n * g, REDUCE_THREADS, dout.reshape(n * g, -1),
+    launch_blocks(kernels.backward_x, n * g, REDUCE_THREADS, dout.reshape(n * g, -1),
                   x_hat.reshape(n * g, -1), gamma, inv_std, c // g, h * w, dx)
     dgamma = xp.empty(c, dtype=x_hat.dtype)
     dbeta = xp.empty(c, dtype=x_hat.dtype)
-    launch_blocks(kernels[2], c, REDUCE_THREADS, dout.reshape(n, c, h * w),
+    launch_blocks(kernels.backward_params, c, REDUCE_THREADS, dout.reshape(n, c, h * w),
                   x_hat.reshape(n, c, h * w), dgamma, dbeta)
     return dx.reshape(n, c, h, w), dgamma, dbeta

@@ -15,6 +15,7 @@ outputs would need atomics; the gather needs none and is deterministic.
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import numpy as np
 from numba import cuda
@@ -83,7 +84,7 @@ def _kernels(dtype):
                     acc += dout[n, c, oi, oj]
         dx[n, c, py, px] = acc
 
-    return forward, backward
+    return SimpleNamespace(forward=forward, backward=backward)
 
 
 @register("numba-cuda", "max_pool2d_forward")
@@ -95,7 +96,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     out_h, out_w = (h + 2 * padding - kh) // sh + 1, (w + 2 * padding - kw) // sw + 1
     out = xp.empty((n, c, out_h, out_w), dtype=x.dtype)
     arg = xp.empty((n, c, out_h, out_w), dtype=xp.int32)      # offset u*kw + v of each max
-    launch(_kernels(x.dtype)[0], out.size, x, kh, kw, sh, sw, int(padding), out, arg)
+    launch(_kernels(x.dtype).forward, out.size, x, kh, kw, sh, sw, int(padding), out, arg)
     return out, (arg, x.shape, (kh, kw), (sh, sw), int(padding))
 
 
@@ -105,5 +106,5 @@ def max_pool2d_backward(dout, cache):
     xp = array_module()
     arg, x_shape, (kh, kw), (sh, sw), padding = cache
     dx = xp.empty(x_shape, dtype=dout.dtype)
-    launch(_kernels(dout.dtype)[1], dx.size, dout, arg, kh, kw, sh, sw, padding, dx)
+    launch(_kernels(dout.dtype).backward, dx.size, dout, arg, kh, kw, sh, sw, padding, dx)
     return dx

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from numba import cuda
@@ -130,7 +131,7 @@ def _kernels(dtype):
                 cuda.atomic.add(dfeatures, (b, c, y_hi, x_lo), ly * hx * g)
                 cuda.atomic.add(dfeatures, (b, c, y_hi, x_hi), ly * lx * g)
 
-    return forward, backward
+    return SimpleNamespace(forward=forward, backward=backward)
 
 
 @register("numba-cuda", "roi_align_forward")
@@ -141,7 +142,7 @@ def roi_align_forward(features, rois, output_size, spatial_scale, sampling_ratio
     T = features.dtype.type
     args = (T(spatial_scale), int(sampling_ratio), bool(aligned))
     out = xp.empty((rois.shape[0], features.shape[1], out_h, out_w), dtype=features.dtype)
-    launch(_kernels(features.dtype)[0], out.size, features, rois, *args, out)
+    launch(_kernels(features.dtype).forward, out.size, features, rois, *args, out)
     return out, (rois, features.shape, args)
 
 
@@ -152,5 +153,5 @@ def roi_align_backward(dout, cache):
     xp = array_module()
     dout = dout.astype(rois.dtype, copy=False)          # the kernel is compiled for the forward's dtype
     dfeatures = xp.zeros(shape, dtype=rois.dtype)
-    launch(_kernels(rois.dtype)[1], dout.size, dout, rois, *args, dfeatures)
+    launch(_kernels(rois.dtype).backward, dout.size, dout, rois, *args, dfeatures)
     return dfeatures

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from numba import cuda
@@ -91,7 +92,7 @@ def _kernels(dtype):
             # NOTE: atomic, because bins of other RoIs may have their max in the same cell
             cuda.atomic.add(dfeatures_flat, k, dout[r, c, ph, pw])
 
-    return forward, backward
+    return SimpleNamespace(forward=forward, backward=backward)
 
 
 @register("numba-cuda", "roi_pool_forward")
@@ -102,7 +103,7 @@ def roi_pool_forward(features, rois, output_size, spatial_scale):
     shape = (rois.shape[0], features.shape[1], out_h, out_w)
     out = xp.empty(shape, dtype=features.dtype)
     argmax = xp.empty(shape, dtype=xp.int64)     # flat NCHW index of each max, -1 for an empty bin
-    launch(_kernels(features.dtype)[0], out.size, features, rois,
+    launch(_kernels(features.dtype).forward, out.size, features, rois,
            features.dtype.type(spatial_scale), out, argmax)
     return out, (argmax, features.shape, features.dtype)
 
@@ -114,5 +115,5 @@ def roi_pool_backward(dout, cache):
     xp = array_module()
     dout = dout.astype(dtype, copy=False)
     dflat = xp.zeros(int(np.prod(shape)), dtype=dtype)
-    launch(_kernels(dtype)[1], dout.size, dout, argmax, dflat)
+    launch(_kernels(dtype).backward, dout.size, dout, argmax, dflat)
     return dflat.reshape(shape)
