@@ -7,8 +7,8 @@ inputs with the launch replaced by ``cuda.compile_ptx`` for the argument types o
 types a CuPy array of the same dtype and layout gets), for compute capability 9.0 (H100). It needs
 the ``numba-cuda`` package and NVRTC (``pip install numba-cuda nvidia-cuda-nvrtc``, CUDA_HOME set to a
 toolkit with libNVVM), not a GPU. It prints each kernel's float64 instruction count in its float32
-build, which must be 0 except where the reference itself computes in float64 (noted below).
-Exit status: 0 all compiled, 1 a kernel failed, 3 no CUDA compiler here.
+build, which must be 0 except where the reference itself computes in float64 (noted below), and
+its FMA count, which must be 0 in the IoU kernels. Exit status: 0 all compiled, 1 a kernel failed, 3 no CUDA compiler here.
 
     CUDA_HOME=/usr/local/cuda python tests/numba_cuda_sim/compile_ptx.py
 """
@@ -26,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 # (as the reference does); RoIPool's bin size and the paste's pixel coordinates are float64 in
 # the reference too.
 F64_EXPECTED = {"suppression_mask", "forward@roi_pool", "paste"}
+# kernels that must round like the reference, so no multiply may be fused into an FMA (IoUs compared
+# with a threshold; see _launch.unfused_multiply)
+NO_FMA = {"suppression_mask", "iou"}
 
 
 def main() -> int:
@@ -70,12 +73,16 @@ def main() -> int:
         f32 = any(getattr(t, "dtype", None) == typeof(np.float32(0)) or t == typeof(np.float32(0))
                   for t in sig)
         f64_ops = len(re.findall(r"^\s*\S+\.f64\b", ptx, flags=re.M)) if f32 else 0
+        fmas = len(re.findall(r"^\s*fma\.", ptx, flags=re.M))
         seen[key] = f64_ops
         note = ""
         if f32 and f64_ops and not ({name, kernel.py_func.__name__} & F64_EXPECTED):
             failures.append(name)
             note = "  <- float64 instructions in a float32 kernel"
-        print(f"ok   {name:34s} {'float32' if f32 else 'float64'}  f64 instructions: {f64_ops}{note}")
+        if fmas and kernel.py_func.__name__ in NO_FMA:
+            failures.append(name)
+            note += "  <- fused multiply-adds in a kernel that must round like the reference"
+        print(f"ok   {name:34s} {'float32' if f32 else 'float64'}  f64 instructions: {f64_ops:3d}  fma: {fmas}{note}")
 
     for mod in numba_cuda.MODULES:
         m = sys.modules[f"mrcnn_np.backends.numba_cuda.{mod}"]

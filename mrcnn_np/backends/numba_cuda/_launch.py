@@ -31,7 +31,7 @@ import numpy as np
 from numba import config, cuda
 
 __all__ = ["SIMULATED", "THREADS", "array_module", "device", "launch", "launch_blocks",
-           "numba_dtype"]
+           "numba_dtype", "unfused_multiply"]
 
 #: True under NUMBA_ENABLE_CUDASIM=1: kernels run in Numba's CUDA simulator, on NumPy arrays
 SIMULATED = bool(config.ENABLE_CUDASIM)
@@ -57,6 +57,23 @@ def numba_dtype(dtype):
     """The Numba scalar type of a NumPy dtype (for ``cuda.shared.array``)."""
     from numba import from_dtype
     return from_dtype(np.dtype(dtype))
+
+
+def unfused_multiply(dtype):
+    """``mul(a, b) = a * b``, rounded on its own, for kernels that must round like the reference.
+
+    NVVM, like nvcc, contracts ``a * b + c`` into one fused multiply-add (FMA) by default: one
+    rounding instead of two. That is usually welcome, but an IoU compared with a threshold must be
+    rounded exactly as the reference rounds it, or a box whose IoU sits at the threshold can flip.
+    libdevice's ``fmul_rn``/``dmul_rn`` (CUDA's ``__fmul_rn``) are multiplications the compiler never
+    fuses. The simulator has no libdevice; NumPy's own ``a * b`` is never fused there."""
+    if SIMULATED:
+        @cuda.jit(device=True)
+        def mul(a, b):
+            return a * b
+        return mul
+    from numba.cuda import libdevice
+    return libdevice.fmul_rn if np.dtype(dtype) == np.float32 else libdevice.dmul_rn
 
 
 def _stream():

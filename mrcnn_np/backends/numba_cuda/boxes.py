@@ -15,7 +15,7 @@ import numpy as np
 from numba import cuda
 
 from ...dispatch import register
-from ._launch import array_module, launch
+from ._launch import array_module, launch, unfused_multiply
 
 __all__ = ["box_iou"]
 
@@ -24,6 +24,7 @@ __all__ = ["box_iou"]
 def _kernels(dtype):
     T = np.dtype(dtype).type                     # see _launch.py, "Dtypes"
     ZERO = T(0)
+    mul = unfused_multiply(dtype)                # no FMA: rounded as the reference (bit for bit)
 
     @cuda.jit
     def iou(a, b, out):
@@ -35,9 +36,9 @@ def _kernels(dtype):
         i, j = k // m, k % m
         w = max(min(a[i, 2], b[j, 2]) - max(a[i, 0], b[j, 0]), ZERO)
         h = max(min(a[i, 3], b[j, 3]) - max(a[i, 1], b[j, 1]), ZERO)
-        inter = w * h
-        area_a = (a[i, 2] - a[i, 0]) * (a[i, 3] - a[i, 1])
-        area_b = (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])
+        inter = mul(w, h)
+        area_a = mul(a[i, 2] - a[i, 0], a[i, 3] - a[i, 1])
+        area_b = mul(b[j, 2] - b[j, 0], b[j, 3] - b[j, 1])
         union = area_a + area_b - inter
         out[i, j] = inter / union if union > ZERO else ZERO     # NOTE: 0, not NaN, for 0/0
 

@@ -18,8 +18,9 @@ Three steps, as in torchvision:
    bit, and then its row is OR-ed into the "removed" bits. That loop is sequential by nature;
    it is a small ``@njit`` function over the copied words.
 
-IoUs are computed in the boxes' dtype in the reference's order of operations and compared with the
-threshold as a float64 number, so the kept set is the reference's, ties at the threshold included.
+IoUs are computed in the boxes' dtype in the reference's order of operations, with multiplications
+that are never fused into an FMA (``unfused_multiply``), and compared with the threshold as a float64
+number, so the kept set is the reference's, ties at the threshold included.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from numba import cuda, njit
 
 from ...backend import to_numpy
 from ...dispatch import register
-from ._launch import array_module, launch_blocks, numba_dtype
+from ._launch import array_module, launch_blocks, numba_dtype, unfused_multiply
 
 __all__ = ["nms", "batched_nms"]
 
@@ -42,6 +43,7 @@ def _kernels(dtype):
     T = np.dtype(dtype).type                     # see _launch.py, "Dtypes"
     ZERO = T(0)
     nb_t = numba_dtype(dtype)
+    mul = unfused_multiply(dtype)                # NOTE: no FMA, so IoUs round as the reference's
 
     @cuda.jit
     def suppression_mask(boxes, labels, use_labels, iou_threshold, mask):
@@ -66,7 +68,7 @@ def _kernels(dtype):
             return
         i = row * BLOCK + t
         x1, y1, x2, y2 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
-        area_i = (x2 - x1) * (y2 - y1)
+        area_i = mul(x2 - x1, y2 - y1)
         bits = np.uint64(0)
         start = t + 1 if row == col else 0       # only j > i (the upper triangle)
         for k in range(start, col_size):
@@ -77,8 +79,8 @@ def _kernels(dtype):
             w = max(w, ZERO)
             h = min(y2, col_boxes[k, 3]) - max(y1, col_boxes[k, 1])
             h = max(h, ZERO)
-            inter = w * h
-            area_k = (col_boxes[k, 2] - col_boxes[k, 0]) * (col_boxes[k, 3] - col_boxes[k, 1])
+            inter = mul(w, h)
+            area_k = mul(col_boxes[k, 2] - col_boxes[k, 0], col_boxes[k, 3] - col_boxes[k, 1])
             union = area_i + area_k - inter
             iou = inter / union                  # 0/0 = NaN (error_model numpy) never suppresses
             if iou > iou_threshold:              # NOTE: strict '>', compared as a float64
