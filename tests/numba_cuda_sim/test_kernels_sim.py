@@ -9,7 +9,7 @@ from mrcnn_np import dispatch, functional as F
 from mrcnn_np.backend import to_numpy
 from mrcnn_np.backends.numba_cuda import MODULES
 from mrcnn_np.backends.numba_cuda.paste import paste_masks
-from numba_cuda_checks import (check_box_iou, check_op, check_pair, nms_boxes, paste_reference_and_margin,
+from numba_cuda_checks import (assert_close, check_box_iou, check_op, check_pair, nms_boxes, paste_reference_and_margin,
                                rois_cases, threshold_ties)
 
 DTYPES = [np.float32, np.float64]
@@ -216,3 +216,44 @@ def test_backward_follows_its_cache_after_switching_back_to_numpy(numba_cuda):
     assert isinstance(dx, numba_cuda.xp.ndarray)
     ref_out, ref_cache = F.max_pool2d_forward(x, 2, 2, 0)
     np.testing.assert_array_equal(to_numpy(dx), F.max_pool2d_backward(np.ones_like(ref_out), ref_cache))
+
+
+# ---- kernels feeding kernels --------------------------------------------------------------------
+
+def _small_network(x, w1, gamma, beta, rois, w2, targets):
+    """conv -> GroupNorm -> ReLU (reference) -> max-pool -> RoIAlign -> transposed conv -> BCE, and
+    back: every gradient, in the order of the arguments. Outputs of one kernel are the next one's
+    inputs, views and all, as in the model."""
+    y1, c1 = F.conv2d_forward(x, w1, None, 1, 1)
+    y2, c2 = F.group_norm_forward(y1, gamma, beta, 2)
+    y3, c3 = F.relu_forward(y2)
+    y4, c4 = F.max_pool2d_forward(y3, 2, 2, 0)
+    y5, c5 = F.roi_align_forward(y4, rois, 2, 0.5, 0, True)
+    y6, c6 = F.conv_transpose2d_forward(y5, w2, None, 2, 0)
+    loss, c7 = F.sigmoid_bce_with_logits_forward(y6[:, 0], targets)
+    d6 = F.sigmoid_bce_with_logits_backward(1.0, c7)
+    d6_full = y6 * 0
+    d6_full[:, 0] = d6
+    d5, dw2, _ = F.conv_transpose2d_backward(d6_full, c6)
+    d4 = F.roi_align_backward(d5, c5)
+    d3 = F.max_pool2d_backward(d4, c4)
+    d2 = F.relu_backward(d3, c3)
+    d1, dgamma, dbeta = F.group_norm_backward(d2, c2)
+    dx, dw1, _ = F.conv2d_backward(d1, c1)
+    return loss, dx, dw1, dgamma, dbeta, dw2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_small_network_forward_and_backward_match_numpy(numba_cuda, dtype):
+    import mrcnn_np
+    rng = np.random.default_rng(11)
+    args = [rng.standard_normal((2, 2, 6, 6)), rng.standard_normal((4, 2, 3, 3)) / 3,
+            rng.standard_normal(4), rng.standard_normal(4),
+            np.array([[0, 0, 0, 11, 11], [1, 2, 1, 7, 9]]), rng.standard_normal((4, 2, 2, 2)) / 2,
+            (rng.random((2, 4, 4)) > 0.5)]
+    args = [a.astype(dtype) for a in args]
+    got = _small_network(*[numba_cuda.xp.asarray(a) for a in args])
+    mrcnn_np.set_backend("numpy")
+    ref = _small_network(*args)
+    for k, (g, r) in enumerate(zip(got, ref)):
+        assert_close(g, r, dtype, f"network output {k}")
