@@ -2,7 +2,7 @@
 import importlib
 
 #: the op-family files of this backend, each registering its kernels when imported
-MODULES: tuple = ()
+MODULES: tuple = ("roi_align", "roi_pool", "nms", "boxes", "conv", "norm", "pool", "losses")
 
 
 def load():
