@@ -108,9 +108,10 @@ class RPN(nn.Module):
     def backward(self, d_loss_cls=1.0, d_loss_box=1.0):
         """Returns d[P2..P5] from both RPN losses."""
         c_cls, c_box, sampled, pos, n_sampled, obj_shape, del_shape, sizes = self._loss_cache
-        xp = get_array_module(c_cls[0])
-        d_obj = xp.zeros(obj_shape, dtype=c_cls[0].dtype)
-        d_obj[sampled] = F.sigmoid_bce_with_logits_backward(d_loss_cls, c_cls)
+        d_cls = F.sigmoid_bce_with_logits_backward(d_loss_cls, c_cls)  # (a kernel's cache is opaque)
+        xp = get_array_module(d_cls)
+        d_obj = xp.zeros(obj_shape, dtype=d_cls.dtype)
+        d_obj[sampled] = d_cls
         d_del = xp.zeros(del_shape, dtype=d_obj.dtype)
         d_del[pos] = F.smooth_l1_backward(d_loss_box / n_sampled, c_box)
         bounds = [0, *itertools.accumulate(sizes)]                          # level k: [b_k, b_k+1)
