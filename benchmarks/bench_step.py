@@ -16,7 +16,9 @@ numba/numpy and numba/torchvision, the BLAS in use (threadpoolctl), and writes
 ``benchmarks/results/step.json``.
 
 Run it with ``unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE`` for that command only, so OpenBLAS picks
-its kernels for the CPU it finds (see the README).
+its kernels for the CPU it finds (see the README). Each step's process CPU time is recorded too: on
+a machine shared with other jobs, ``--threads 1`` CPU times compare the work itself, where wall
+times mostly measure the other jobs.
 """
 from __future__ import annotations
 
@@ -74,12 +76,12 @@ def time_ours(backend, images, targets, steps, warmup):
         mrcnn_np.set_backend(backend)
     except BackendError as exc:
         print(f"backend {backend}: skipped ({str(exc).split(';')[0]})")
-        return None, None
+        return None, None, None
     model = build_model(get_config(STEP_CONFIG, num_classes=3), seed=0)
     opt = SGD(model.named_parameters(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    times, first = [], None
+    times, cpu, first = [], [], None
     for t in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.zero_grad()
         model.forward_train(images, targets, np.random.default_rng(0))
         model.backward()
@@ -89,8 +91,9 @@ def time_ours(backend, images, targets, steps, warmup):
             first = dt
         if t >= warmup:
             times.append(dt)
+            cpu.append(time.process_time() - c0)
     mrcnn_np.set_backend("numpy")
-    return float(np.median(times)), first
+    return float(np.median(times)), first, float(np.median(cpu))
 
 
 # ------------------------------------------------------------------------ torchvision, same model
@@ -180,17 +183,19 @@ def _torch_only(batch_path, steps, warmup, threads):
     targets = [{"boxes": torch.tensor(data[f"boxes{i}"]), "labels": torch.tensor(data[f"labels{i}"]),
                 "masks": torch.tensor(data[f"masks{i}"])} for i in range(len(images))]
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    times = []
+    times, cpu = [], []
     for t in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad()
         losses = model(images, targets)
         sum(losses.values()).backward()
         opt.step()
         if t >= warmup:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__,
-                      "step_s": float(np.median(times)), "threads": torch.get_num_threads()}))
+                      "step_s": float(np.median(times)), "cpu_s": float(np.median(cpu)),
+                      "threads": torch.get_num_threads()}))
 
 
 def main(argv=None):
@@ -200,27 +205,40 @@ def main(argv=None):
     ap.add_argument("--backends", default="numpy,numba,cupy,numba-cuda")
     ap.add_argument("--torch-python", default=os.environ.get("TORCH_PYTHON", sys.executable),
                     help="a Python that can import torch and torchvision (default: this one)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="threads for BLAS, Numba and PyTorch (default: every core)")
     ap.add_argument("--torch-only", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "step.json"))
     args = ap.parse_args(argv)
-    threads = os.cpu_count()
+    threads = args.threads
     if args.torch_only:
         return _torch_only(args.torch_only, args.steps, args.warmup, threads)
 
     from mrcnn_np.allocator import keep_freed_memory
-    keep_freed_memory()                                   # steady-state timings, as in training
+    keep_freed_memory()
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads, user_api="blas")
+    except ImportError:
+        if threads != os.cpu_count():
+            print("threadpoolctl missing: BLAS keeps its own thread count")
+    try:
+        import numba
+        numba.set_num_threads(threads)
+    except ImportError:
+        pass                                   # steady-state timings, as in training
     images, targets = make_batch()
     machine = f"{platform.machine()} {platform.processor() or ''} {threads} cores".strip()
     blas = blas_info()
     print(f"machine: {machine}; python {platform.python_version()}; numpy {np.__version__}; "
           f"BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
-    results = {}
+    results, cpu = {}, {}
     for backend in args.backends.split(","):
-        med, first = time_ours(backend, images, targets, args.steps, args.warmup)
+        med, first, med_cpu = time_ours(backend, images, targets, args.steps, args.warmup)
         if med is not None:
-            results[backend] = med
+            results[backend], cpu[backend] = med, med_cpu
             print(f"{backend:>12}: {med * 1e3:8.1f} ms per step (median of {args.steps}; "
-                  f"first step {first:.2f} s)")
+                  f"CPU {med_cpu * 1e3:.1f} ms; first step {first:.2f} s)")
 
     torch_record = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -229,13 +247,14 @@ def main(argv=None):
                                          for k in ("boxes", "labels", "masks")})
         env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))
         child = subprocess.run([args.torch_python, __file__, "--torch-only", path, "--steps",
-                                str(args.steps), "--warmup", str(args.warmup)],
-                               capture_output=True, text=True, env=env)
+                                str(args.steps), "--warmup", str(args.warmup),
+                                "--threads", str(threads)], capture_output=True, text=True, env=env)
     if child.returncode == 0 and child.stdout.strip():
         torch_record = json.loads(child.stdout.strip().splitlines()[-1])
-        results["torchvision"] = torch_record["step_s"]
-        print(f"{'torchvision':>12}: {torch_record['step_s'] * 1e3:8.1f} ms per step (torch "
-              f"{torch_record['torch']}, {torch_record['threads']} threads)")
+        results["torchvision"], cpu["torchvision"] = torch_record["step_s"], torch_record["cpu_s"]
+        print(f"{'torchvision':>12}: {torch_record['step_s'] * 1e3:8.1f} ms per step (CPU "
+              f"{torch_record['cpu_s'] * 1e3:.1f} ms; torch {torch_record['torch']}, "
+              f"{torch_record['threads']} threads)")
     else:
         print("torchvision not importable here (pass --torch-python): "
               + (child.stderr.strip().splitlines() or ["no output"])[-1])
@@ -246,10 +265,18 @@ def main(argv=None):
             ratios[f"numba/{b}"] = results["numba"] / results[b]
     for k, v in ratios.items():
         print(f"{k:>20}: {v:.2f}")
+    cpu_ratios = {f"numba/{b}": cpu["numba"] / cpu[b] for b in cpu if b != "numba" and "numba" in cpu}
+    print("CPU-time ratios (process CPU time; robust on a busy machine with --threads 1): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in cpu_ratios.items()))
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
     record = {"machine": machine, "blas": blas, "numpy": np.__version__, "threads": threads,
-              "steps": args.steps, "warmup": args.warmup, "config": STEP_CONFIG,
+              "steps": args.steps, "warmup": args.warmup, "config": STEP_CONFIG, "load_avg_1min": load,
               "unit": "s, median training step (zero_grad + forward + backward + SGD)",
-              "torch": torch_record, "results": results, "ratios": ratios}
+              "torch": torch_record, "results": results, "ratios": ratios,
+              "cpu_s": cpu, "cpu_ratios": cpu_ratios}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as fh:

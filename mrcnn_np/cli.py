@@ -6,7 +6,7 @@ import sys
 
 from . import __version__
 from .allocator import keep_freed_memory
-from .backend import BACKENDS, BackendError, set_backend
+from .backend import BACKENDS, BackendError, get_backend, set_backend
 
 
 def _cmd_gradcheck(args) -> int:
@@ -79,6 +79,7 @@ def _cmd_predict(args) -> int:
 
 def _cmd_demo(args) -> int:
     from .commands import run_demo
+    print(f"demo: backend {get_backend().name} (--backend or MRCNN_BACKEND to change)")
     r = run_demo(args.data, args.out, steps=args.steps, max_minutes=args.max_minutes, seed=args.seed)
     m = r["metrics"]
     print(f"\ndemo: {r['train_steps']} steps at {r['sec_per_step_median']:.3f} s/step, "

@@ -9,7 +9,9 @@
 * ``error_model="numpy"``: a float division by zero gives inf/NaN as in NumPy (the reference relies on
   ``0/0 = NaN`` in NMS) instead of raising ``ZeroDivisionError``.
 
-``serial`` is the same without ``parallel`` for inherently sequential kernels (greedy NMS).
+``serial`` is the same without ``parallel``, for inherently sequential kernels (greedy NMS) and for
+small ones (the losses, box IoUs, RoIAlign's sample tables), where a parallel region's fork/join
+(tens of microseconds; far more on a loaded machine) would cost more than the work.
 
 Float32 stays float32: inside a kernel ``T = arr.dtype.type`` is the array's scalar type and every
 constant or integer that meets a float is written ``T(...)`` (Numba, like NumPy, would otherwise

@@ -1,27 +1,27 @@
 """Pairwise IoU as a Numba kernel (reference: :func:`mrcnn_np.ops.boxes.box_iou`).
 
 ``IoU[i, j] = inter / (area_i + area_j - inter)``, 0 where the union is 0, in the reference's (and
-torchvision's) order of operations, so float32 results agree bit for bit. Parallel over the rows
-``i``: each task writes its own row of the (N, M) result, so there are no races; the areas are
-computed once, not once per pair.
+torchvision's) order of operations, so float32 results agree bit for bit. One pass over the (N, M)
+pairs with the areas computed once, not once per pair. Serial (``_jit.serial``): the matrices of a
+training step (anchors x ground truth, proposals x ground truth) are small enough that a parallel
+region's fork/join costs more than it saves.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from mrcnn_np.dispatch import register
 from mrcnn_np.ops.boxes import _float_dtype, check_box_iou_args
 
-from ._jit import kernel
+from ._jit import serial
 
 
-@kernel
+@serial
 def _iou(a, b, out):
     T = a.dtype.type
     n, m = a.shape[0], b.shape[0]
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    for i in prange(n):
+    for i in range(n):
         area_a = (a[i, 2] - a[i, 0]) * (a[i, 3] - a[i, 1])
         for j in range(m):
             w = min(a[i, 2], b[j, 2]) - max(a[i, 0], b[j, 0])

@@ -10,6 +10,9 @@ Every conv is ``cols @ W`` with ``cols[(n, i, j), (u, v, c)] = x_pad[n, s*i + u,
 
 * ``_im2col``: parallel over output rows ``(n, i)``; reads the input, writes its own rows of
   ``cols``; the padding is produced as zeros on the fly (no padded copy of the input).
+  It runs on chunks of images (``cols`` of ~4 MiB), each chunk followed by its GEMM, so ``cols``
+  stays in cache and is never one huge allocation (the mask head's would be ~60 MB); the backward
+  rebuilds each chunk's ``cols`` (cheap next to the GEMMs) rather than keeping them all.
 * ``_col2im``, the adjoint (add every column entry back to the pixel it came from), written as a
   *gather*: parallel over input rows ``(n, y)``, each pixel sums the (at most kh*kw) entries that
   read it, ``y + p = s*i + u``. Each task writes only its own pixels: no races, no atomics, and the
@@ -31,15 +34,20 @@ from mrcnn_np.ops.conv import check_conv2d_args, check_conv_transpose2d_args
 from ._jit import kernel
 
 
+_CHUNK_ELEMENTS = 1 << 20      # numbers in one chunk's cols (4 MiB in float32): stays in cache
+
+
 @kernel
-def _im2col(x, kh, kw, s, p, out_h, out_w):
-    """x (N, H, W, C) NHWC -> cols (N*out_h*out_w, kh*kw*C), zero where the window leaves x."""
-    n_n, h, w, c_n = x.shape
-    cols = np.empty((n_n * out_h * out_w, kh * kw * c_n), dtype=x.dtype)
-    for task in prange(n_n * out_h):
-        n, i = task // out_h, task % out_h
+def _im2col(x, n0, n1, kh, kw, s, p, out_h, out_w):
+    """Images n0..n1-1 of x (N, H, W, C) NHWC -> cols ((n1-n0)*out_h*out_w, kh*kw*C), zero where
+    the window leaves x."""
+    _, h, w, c_n = x.shape
+    cols = np.empty(((n1 - n0) * out_h * out_w, kh * kw * c_n), dtype=x.dtype)
+    for task in prange((n1 - n0) * out_h):
+        m, i = task // out_h, task % out_h
+        n = n0 + m
         for j in range(out_w):
-            row = (n * out_h + i) * out_w + j
+            row = (m * out_h + i) * out_w + j
             for u in range(kh):
                 y = s * i + u - p
                 for v in range(kw):
@@ -55,11 +63,10 @@ def _im2col(x, kh, kw, s, p, out_h, out_w):
 
 
 @kernel
-def _col2im(cols, n_n, h, w, kh, kw, s, p, out_h, out_w):
-    """The adjoint of :func:`_im2col`: cols (N*out_h*out_w, kh*kw*C) -> (N, h, w, C), each pixel the
-    sum of the entries that read it."""
-    c_n = cols.shape[1] // (kh * kw)
-    out = np.empty((n_n, h, w, c_n), dtype=cols.dtype)
+def _col2im(cols, kh, kw, s, p, out_h, out_w, out):
+    """The adjoint of :func:`_im2col`: cols (M*out_h*out_w, kh*kw*C) -> out (M, h, w, C), each pixel
+    the sum of the entries that read it."""
+    n_n, h, w, c_n = out.shape
     for task in prange(n_n * h):
         n, y = task // h, task % h
         for xx in range(w):
@@ -78,12 +85,22 @@ def _col2im(cols, n_n, h, w, kh, kw, s, p, out_h, out_w):
                     k0 = (u * kw + v) * c_n
                     for c in range(c_n):
                         out[n, y, xx, c] += cols[row, k0 + c]
-    return out
 
 
 def _nhwc(a):
     """(N, C, H, W) -> contiguous (N, H, W, C); free for an NCHW view of an NHWC buffer."""
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _image_chunks(n, numbers_per_image):
+    """Slices of whole images whose cols hold about _CHUNK_ELEMENTS numbers."""
+    step = max(1, _CHUNK_ELEMENTS // max(numbers_per_image, 1))
+    for n0 in range(0, n, step):
+        yield n0, min(n, n0 + step)
+
+
+def _is_1x1(kh, kw, stride, padding):
+    return kh == kw == 1 and stride == 1 and padding == 0
 
 
 @register("numba", "conv2d_forward", any_layout=True)
@@ -93,30 +110,43 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     cout, _, kh, kw = w.shape
     out_h, out_w = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
     x_nhwc = _nhwc(x)
-    if kh == kw == 1 and stride == 1 and padding == 0:
-        cols = x_nhwc.reshape(n * h * wd, c)                      # a 1x1 conv needs no gather
-    else:
-        cols = _im2col(x_nhwc, kh, kw, stride, padding, out_h, out_w)
     w2d = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(cout, kh * kw * c)  # (u, v, c) order
-    out = cols @ w2d.T                                            # (N*Ho*Wo, C_out)
+    rows = out_h * out_w                                          # output pixels per image
+    if _is_1x1(kh, kw, stride, padding):
+        out = x_nhwc.reshape(n * h * wd, c) @ w2d.T               # a 1x1 conv needs no gather
+    else:
+        # NOTE: chunks of images keep each cols block in cache (and under the allocator's reuse
+        # threshold); the backward rebuilds cols the same way instead of keeping them.
+        out = np.empty((n * rows, cout), dtype=x.dtype)
+        for n0, n1 in _image_chunks(n, rows * kh * kw * c):
+            cols = _im2col(x_nhwc, n0, n1, kh, kw, stride, padding, out_h, out_w)
+            np.matmul(cols, w2d.T, out=out[n0 * rows : n1 * rows])     # (rows, C_out) per image
     if b is not None:
         out += b
     out = out.reshape(n, out_h, out_w, cout).transpose(0, 3, 1, 2)
-    return out, (cols, w2d, w.shape, x.shape, stride, padding, b is not None)
+    return out, (x_nhwc, w2d, w.shape, stride, padding, b is not None)
 
 
 @register("numba", "conv2d_backward", any_layout=True)
 def conv2d_backward(dout, cache):
-    cols, w2d, (cout, c, kh, kw), (n, _, h, wd), stride, padding, has_bias = cache
+    x_nhwc, w2d, (cout, c, kh, kw), stride, padding, has_bias = cache
+    n, h, wd, _ = x_nhwc.shape
     _, _, out_h, out_w = dout.shape
-    d2 = _nhwc(dout.astype(cols.dtype, copy=False)).reshape(n * out_h * out_w, cout)
+    rows = out_h * out_w
+    d2 = _nhwc(dout.astype(x_nhwc.dtype, copy=False)).reshape(n * rows, cout)
     db = d2.sum(axis=0) if has_bias else None
-    dw = (d2.T @ cols).reshape(cout, kh, kw, c).transpose(0, 3, 1, 2)
-    dcols = d2 @ w2d                                              # (N*Ho*Wo, kh*kw*C)
-    if kh == kw == 1 and stride == 1 and padding == 0:
-        dx = dcols.reshape(n, h, wd, c)
+    if _is_1x1(kh, kw, stride, padding):
+        x2d = x_nhwc.reshape(n * h * wd, c)
+        dw2d, dx = d2.T @ x2d, (d2 @ w2d).reshape(n, h, wd, c)
     else:
-        dx = _col2im(dcols, n, h, wd, kh, kw, stride, padding, out_h, out_w)
+        dw2d = np.zeros((cout, kh * kw * c), dtype=x_nhwc.dtype)
+        dx = np.empty_like(x_nhwc)
+        for n0, n1 in _image_chunks(n, rows * kh * kw * c):
+            cols = _im2col(x_nhwc, n0, n1, kh, kw, stride, padding, out_h, out_w)
+            d = d2[n0 * rows : n1 * rows]
+            dw2d += d.T @ cols                                     # dW = dY^T cols
+            _col2im(d @ w2d, kh, kw, stride, padding, out_h, out_w, dx[n0:n1])  # dX = col2im(dY W)
+    dw = dw2d.reshape(cout, kh, kw, c).transpose(0, 3, 1, 2)
     return dx.transpose(0, 3, 1, 2), np.ascontiguousarray(dw), db
 
 
@@ -128,10 +158,13 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0):
     out_h, out_w = (h - 1) * stride + kh - 2 * padding, (wd - 1) * stride + kw - 2 * padding
     x2d = _nhwc(x).reshape(n * h * wd, cin)
     w2d = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(cin, kh * kw * cout)
-    cols = x2d @ w2d                          # what each input pixel scatters, (u, v, c_out) order
-    # output pixel (y, x) gathers from input pixels (i, j) with y + p = s*i + u: the col2im of a
-    # conv2d whose "output grid" is this layer's input
-    out = _col2im(cols, n, out_h, out_w, kh, kw, stride, padding, h, wd)
+    out = np.empty((n, out_h, out_w, cout), dtype=x.dtype)
+    rows = h * wd
+    for n0, n1 in _image_chunks(n, rows * kh * kw * cout):
+        cols = x2d[n0 * rows : n1 * rows] @ w2d   # what each input pixel scatters, (u, v, c_out)
+        # output pixel (y, x) gathers from input pixels (i, j) with y + p = s*i + u: the col2im of
+        # a conv2d whose "output grid" is this layer's input
+        _col2im(cols, kh, kw, stride, padding, h, wd, out[n0:n1])
     if b is not None:
         out += b
     return out.transpose(0, 3, 1, 2), (x2d, w2d, w.shape, x.shape, stride, padding, b is not None)
@@ -142,7 +175,13 @@ def conv_transpose2d_backward(dout, cache):
     x2d, w2d, (cin, cout, kh, kw), (n, _, h, wd), stride, padding, has_bias = cache
     d = _nhwc(dout.astype(x2d.dtype, copy=False))                 # (N, Ho, Wo, C_out)
     db = d.sum(axis=(0, 1, 2)) if has_bias else None
-    dcols = _im2col(d, kh, kw, stride, padding, h, wd)            # (N*H*W, kh*kw*C_out)
-    dx = (dcols @ w2d.T).reshape(n, h, wd, cin).transpose(0, 3, 1, 2)
-    dw = (x2d.T @ dcols).reshape(cin, kh, kw, cout).transpose(0, 3, 1, 2)
+    dx = np.empty((n * h * wd, cin), dtype=x2d.dtype)
+    dw2d = np.zeros((cin, kh * kw * cout), dtype=x2d.dtype)
+    rows = h * wd
+    for n0, n1 in _image_chunks(n, rows * kh * kw * cout):
+        dcols = _im2col(d, n0, n1, kh, kw, stride, padding, h, wd)        # (rows, kh*kw*C_out)
+        np.matmul(dcols, w2d.T, out=dx[n0 * rows : n1 * rows])
+        dw2d += x2d[n0 * rows : n1 * rows].T @ dcols
+    dx = dx.reshape(n, h, wd, cin).transpose(0, 3, 1, 2)
+    dw = dw2d.reshape(cin, kh, kw, cout).transpose(0, 3, 1, 2)
     return dx, np.ascontiguousarray(dw), db

@@ -9,30 +9,28 @@ How they are shaped: one pass over the data computes the loss *and* the per-elem
 (``softmax - onehot``, ``ds/dd``, ``sigmoid - t``), which the forward keeps, so the backward is one
 multiplication by ``dloss / N`` (the reference's backward recomputes exp/sigmoid). The stable forms
 are the reference's: log-sum-exp after subtracting the row max, and BCE that never exponentiates a
-positive number (exact for logits of +-1000). Parallel over rows (CE) or chunks of elements; each
-task writes its own partial sum and its own derivatives (no races); the partial sums are added in
-float64 and the loss returned in the input dtype.
+positive number (exact for logits of +-1000). These are small (at most ~10^5 numbers per step), so
+the kernels are serial (``_jit.serial``): a parallel region's fork/join would cost more than the
+work. Sums are taken per chunk of 4,096 elements in float64 and the loss returned in the input dtype.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
-
 from mrcnn_np.dispatch import register
 from mrcnn_np.ops.losses import (check_sigmoid_bce_with_logits_args, check_smooth_l1_args,
                                  check_softmax_cross_entropy_args)
 
-from ._jit import kernel
+from ._jit import serial
 
 _CHUNK = 4096           # elements per task in the elementwise losses
 
 
-@kernel
+@serial
 def _softmax_ce(z, labels, dz):
     """z (N, K), labels (N,) int64 -> per-row losses (N,) float64; dz = softmax - onehot."""
     n, k = z.shape
     row_loss = np.empty(n)
-    for i in prange(n):
+    for i in range(n):
         m = z[i, 0]
         for j in range(1, k):
             m = max(m, z[i, j])
@@ -48,7 +46,7 @@ def _softmax_ce(z, labels, dz):
     return row_loss
 
 
-@kernel
+@serial
 def _smooth_l1(pred, target, beta, ds):
     """Flat pred, target; returns per-chunk loss sums (float64); ds = derivative of s at each d."""
     T = pred.dtype.type
@@ -56,7 +54,7 @@ def _smooth_l1(pred, target, beta, ds):
     chunks = (n + _CHUNK - 1) // _CHUNK
     part = np.zeros(chunks)
     b = T(beta)
-    for ch in prange(chunks):
+    for ch in range(chunks):
         acc = 0.0
         for e in range(ch * _CHUNK, min(n, (ch + 1) * _CHUNK)):
             d = pred[e] - target[e]
@@ -71,14 +69,14 @@ def _smooth_l1(pred, target, beta, ds):
     return part
 
 
-@kernel
+@serial
 def _sigmoid_bce(x, t, g):
     """Flat logits x, targets t; returns per-chunk loss sums (float64); g = sigmoid(x) - t."""
     T = x.dtype.type
     n = x.shape[0]
     chunks = (n + _CHUNK - 1) // _CHUNK
     part = np.zeros(chunks)
-    for ch in prange(chunks):
+    for ch in range(chunks):
         acc = 0.0
         for e in range(ch * _CHUNK, min(n, (ch + 1) * _CHUNK)):
             xe = x[e]

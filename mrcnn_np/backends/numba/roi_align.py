@@ -10,7 +10,8 @@ How it is shaped:
 1. ``_axis_samples`` builds, per axis, the table the reference's ``_axis_samples`` builds:
    corner indices ``idx (R, pooled, G, 2)`` and weights ``w (R, pooled, G, 2)`` (``G`` = the largest
    ``g``; rows past a RoI's own ``g`` are unused). It runs in the features' dtype, with the
-   reference's order of operations, so the sample points are the same numbers.
+   reference's order of operations, so the sample points are the same numbers. It is O(R * pooled * G)
+   work, so it runs serially (no fork/join).
 2. Forward, parallel over ``(RoI, output row)``: each task owns its output row, so no two threads
    write the same number. The features are read from an NHWC copy, so every corner is one contiguous
    run of C channels (the inner loop vectorises).
@@ -27,10 +28,10 @@ from numba import prange
 from mrcnn_np.dispatch import register
 from mrcnn_np.ops.roi_align import _check_args
 
-from ._jit import kernel, num_threads
+from ._jit import kernel, num_threads, serial
 
 
-@kernel
+@serial
 def _axis_samples(start, bin_size, grid, pooled, size, gmax):
     """start, bin_size: (R,) float; grid: (R,) int64 samples per bin. Returns ``idx`` (R, pooled,
     gmax, 2) int64 corners ``(lo, hi)`` and ``w`` (same shape) their weights ``(h, l) / g``."""
@@ -38,7 +39,7 @@ def _axis_samples(start, bin_size, grid, pooled, size, gmax):
     r_n = start.shape[0]
     idx = np.zeros((r_n, pooled, gmax, 2), dtype=np.int64)
     w = np.zeros((r_n, pooled, gmax, 2), dtype=start.dtype)
-    for r in prange(r_n):
+    for r in range(r_n):
         g = grid[r]
         for p in range(pooled):
             for i in range(g):
