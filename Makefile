@@ -14,8 +14,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# the numba backend by default; MRCNN_BACKEND=numpy make demo runs the NumPy reference
 demo: $(STAMP)
-	$(VENV)/bin/mrcnn-np demo
+	$(VENV)/bin/mrcnn-np demo --backend $${MRCNN_BACKEND:-numba}
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -6,7 +6,8 @@ For each op and each backend that can run here, the median of ``--repeats`` time
 forward + backward. When PyTorch is importable (never a dependency: use a separate venv), the same op
 is timed in PyTorch in the same process, with the same thread count, and the ratio ours / PyTorch
 is printed (PyTorch's grads are reset to None each call, as ``optimizer.zero_grad()`` does).
-PyTorch runs in a child process of this run, so the two libraries' thread pools never compete. Results go to ``benchmarks/results/ops.json`` (written atomically).
+PyTorch runs in a child process of this run (``--torch-python``: a Python with torch and
+torchvision, e.g. a separate venv), so the two libraries' thread pools never compete. Results go to ``benchmarks/results/ops.json`` (written atomically).
 """
 from __future__ import annotations
 
@@ -163,6 +164,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--ops", default="", help="comma-separated substrings of op names to run")
     ap.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--torch-python", default=os.environ.get("TORCH_PYTHON", sys.executable),
+                    help="a Python that can import torch and torchvision (default: this one)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "ops.json"))
     args = ap.parse_args(argv)
 
@@ -192,7 +195,7 @@ def main(argv=None):
     torch_version = None
     # PyTorch runs in a child process: two thread pools (OpenBLAS's and PyTorch's OpenMP) that
     # spin-wait in one process on a small machine slow each other down by up to 30x.
-    child = subprocess.run([sys.executable, __file__, "--torch-only", "--repeats", str(args.repeats),
+    child = subprocess.run([args.torch_python, __file__, "--torch-only", "--repeats", str(args.repeats),
                             "--ops", args.ops], capture_output=True, text=True)
     if child.returncode == 0 and child.stdout.strip():
         torch_record = json.loads(child.stdout.strip().splitlines()[-1])
@@ -204,11 +207,15 @@ def main(argv=None):
 
     backends = [b for b in BACKENDS if any(b in r for r in results.values())]
     head = f"{'op (forward+backward, float32)':<44}" + "".join(f"{b + ' ms':>12}" for b in backends)
+    others = [b for b in backends if b != "numpy"]
+    head += "".join(f"{b + '/numpy':>15}" for b in others)
     if torch_version:
         head += f"{'torch ms':>11}" + "".join(f"{b + '/torch':>13}" for b in backends)
     print(head)
     for name, r in results.items():
         line = f"{name:<44}" + "".join(f"{r.get(b, float('nan')):>12.2f}" for b in backends)
+        line += "".join(f"{r[b] / r['numpy']:>15.2f}" if b in r and "numpy" in r else f"{'-':>15}"
+                        for b in others)
         if torch_version:
             t = r.get("torch")
             line += f"{t:>11.2f}" if t else f"{'-':>11}"

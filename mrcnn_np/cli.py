@@ -7,7 +7,7 @@ import sys
 
 from . import __version__
 from .allocator import keep_freed_memory
-from .backend import BACKENDS, BackendError, set_backend
+from .backend import BACKENDS, BackendError, get_backend, set_backend
 
 
 def _cmd_gradcheck(args) -> int:
@@ -106,6 +106,7 @@ def _cmd_predict(args) -> int:
 
 def _cmd_demo(args) -> int:
     from .commands import run_demo
+    print(f"demo: backend {get_backend().name} (--backend or MRCNN_BACKEND to change)")
     r = _training(run_demo, args.data, args.out, steps=args.steps, max_minutes=args.max_minutes,
                   seed=args.seed)
     m = r["metrics"]

@@ -25,10 +25,14 @@ def fake_numba_kernels(monkeypatch):
         assert tag == "fake"
         return norm.group_norm_backward(dout, inner)
 
+    mrcnn_np.set_backend("numba")                   # load the real kernels first: the fakes replace them
     kernels = dict(dispatch._KERNELS)
     kernels[("numba", "group_norm_forward")] = forward
     kernels[("numba", "group_norm_backward")] = backward
     monkeypatch.setattr(dispatch, "_KERNELS", kernels)
+    # the fakes read contiguous NCHW: drop the real kernels' any_layout flag for this pair
+    monkeypatch.setattr(dispatch, "_LAYOUT_ANY", dispatch._LAYOUT_ANY
+                        - {("numba", "group_norm_forward"), ("numba", "group_norm_backward")})
     mrcnn_np.set_backend("numba")
     yield calls
     mrcnn_np.set_backend("numpy")
