@@ -73,10 +73,12 @@ def time_ours(backend, images, targets, steps, warmup):
     from mrcnn_np.model import build_model, get_config
     from mrcnn_np.optim import SGD
     try:
-        mrcnn_np.set_backend(backend)
+        b = mrcnn_np.set_backend(backend)
     except BackendError as exc:
         print(f"backend {backend}: skipped ({str(exc).split(';')[0]})")
         return None, None, None
+    # a GPU step is timed to its end: the update's kernels are asynchronous
+    sync = b.xp.cuda.Device().synchronize if b.gpu else (lambda: None)
     model = build_model(get_config(STEP_CONFIG, num_classes=3), seed=0)
     opt = SGD(model.named_parameters(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     times, cpu, first = [], [], None
@@ -86,6 +88,7 @@ def time_ours(backend, images, targets, steps, warmup):
         model.forward_train(images, targets, np.random.default_rng(0))
         model.backward()
         opt.step(LR)
+        sync()
         dt = time.perf_counter() - t0
         if t == 0:
             first = dt
@@ -168,20 +171,22 @@ def build_torchvision(cfg, torch):
         mask_predictor=MaskRCNNPredictor(cfg.mask_channels, cfg.mask_channels, k1))
 
 
-def _torch_only(batch_path, steps, warmup, threads):
-    """Child process: time torchvision's step on the saved batch; print one JSON line."""
+def _torch_only(batch_path, steps, warmup, threads, device="cpu"):
+    """Child process: time torchvision's step on the saved batch (on ``device``); print one JSON line."""
     import torch
     import torchvision
     from mrcnn_np.model import get_config
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = get_config(STEP_CONFIG, num_classes=3)
-    model = build_torchvision(cfg, torch)
+    model = build_torchvision(cfg, torch).to(device)
     model.train()
     data = np.load(batch_path)
-    images = [torch.tensor(im) for im in data["images"]]
-    targets = [{"boxes": torch.tensor(data[f"boxes{i}"]), "labels": torch.tensor(data[f"labels{i}"]),
-                "masks": torch.tensor(data[f"masks{i}"])} for i in range(len(images))]
+    images = [torch.tensor(im, device=device) for im in data["images"]]
+    targets = [{"boxes": torch.tensor(data[f"boxes{i}"], device=device),
+                "labels": torch.tensor(data[f"labels{i}"], device=device),
+                "masks": torch.tensor(data[f"masks{i}"], device=device)} for i in range(len(images))]
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     times, cpu = [], []
     for t in range(warmup + steps):
@@ -190,12 +195,13 @@ def _torch_only(batch_path, steps, warmup, threads):
         losses = model(images, targets)
         sum(losses.values()).backward()
         opt.step()
+        sync()
         if t >= warmup:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__,
                       "step_s": float(np.median(times)), "cpu_s": float(np.median(cpu)),
-                      "threads": torch.get_num_threads()}))
+                      "threads": torch.get_num_threads(), "device": device}))
 
 
 def main(argv=None):
@@ -207,12 +213,14 @@ def main(argv=None):
                     help="a Python that can import torch and torchvision (default: this one)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="threads for BLAS, Numba and PyTorch (default: every core)")
+    ap.add_argument("--torch-device", default="cpu",
+                    help="where torchvision's model runs: cpu, or cuda to compare with the GPU backends")
     ap.add_argument("--torch-only", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "step.json"))
     args = ap.parse_args(argv)
     threads = args.threads
     if args.torch_only:
-        return _torch_only(args.torch_only, args.steps, args.warmup, threads)
+        return _torch_only(args.torch_only, args.steps, args.warmup, threads, args.torch_device)
 
     from mrcnn_np.allocator import keep_freed_memory
     keep_freed_memory()
@@ -248,7 +256,8 @@ def main(argv=None):
         env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))
         child = subprocess.run([args.torch_python, __file__, "--torch-only", path, "--steps",
                                 str(args.steps), "--warmup", str(args.warmup),
-                                "--threads", str(threads)], capture_output=True, text=True, env=env)
+                                "--threads", str(threads), "--torch-device", args.torch_device],
+                               capture_output=True, text=True, env=env)
     if child.returncode == 0 and child.stdout.strip():
         torch_record = json.loads(child.stdout.strip().splitlines()[-1])
         results["torchvision"], cpu["torchvision"] = torch_record["step_s"], torch_record["cpu_s"]
@@ -263,9 +272,14 @@ def main(argv=None):
     for b in results:
         if b != "numba" and "numba" in results:
             ratios[f"numba/{b}"] = results["numba"] / results[b]
+    for gpu_backend in ("cupy", "numba-cuda"):
+        for b in ("numpy", "torchvision", "cupy"):
+            if gpu_backend in results and b in results and b != gpu_backend:
+                ratios[f"{gpu_backend}/{b}"] = results[gpu_backend] / results[b]
     for k, v in ratios.items():
         print(f"{k:>20}: {v:.2f}")
     cpu_ratios = {f"numba/{b}": cpu["numba"] / cpu[b] for b in cpu if b != "numba" and "numba" in cpu}
+    torch_device = torch_record.get("device", "cpu") if torch_record else None
     print("CPU-time ratios (process CPU time; robust on a busy machine with --threads 1): "
           + ", ".join(f"{k} {v:.2f}" for k, v in cpu_ratios.items()))
     try:
@@ -275,7 +289,7 @@ def main(argv=None):
     record = {"machine": machine, "blas": blas, "numpy": np.__version__, "threads": threads,
               "steps": args.steps, "warmup": args.warmup, "config": STEP_CONFIG, "load_avg_1min": load,
               "unit": "s, median training step (zero_grad + forward + backward + SGD)",
-              "torch": torch_record, "results": results, "ratios": ratios,
+              "torch": torch_record, "torch_device": torch_device, "results": results, "ratios": ratios,
               "cpu_s": cpu, "cpu_ratios": cpu_ratios}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
