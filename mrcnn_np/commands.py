@@ -49,9 +49,11 @@ def _labels_to_cat_ids(meta) -> dict:
 
 
 def run_train(config: str, data, out, *, steps=None, max_minutes=None, batch_size=4, lr=0.02,
-              warmup_steps=200, resume=False, seed=0, progress=True, num_images=None) -> dict:
+              warmup_steps=200, resume=False, seed=0, progress=True, num_images=None,
+              overrides=None) -> dict:
+    """``overrides``: config fields set on top of the preset, e.g. ``{"mask_loss": "softmax"}``."""
     ds = open_split(data, "train")
-    cfg = get_config(config, num_classes=ds.num_classes)
+    cfg = get_config(config, **{**(overrides or {}), "num_classes": ds.num_classes})
     model = build_model(cfg, seed=seed)
     steps = steps if steps is not None else 10 * max(1, len(ds) // batch_size)
     extra = {"class_names": list(ds.class_names),
@@ -78,7 +80,7 @@ def run_eval(checkpoint, data, out) -> dict:
     if ds.num_classes != model.config.num_classes:
         raise ValueError(f"--data {data}: {ds.num_classes} classes, but {checkpoint} was trained "
                          f"for {model.config.num_classes}")
-    return evaluate_coco(predict_dataset(model, ds), ds, out)
+    return evaluate_coco(predict_dataset(model, ds), ds, out, per_class=True)
 
 
 def _image_files(inputs) -> list[Path]:
