@@ -21,7 +21,7 @@ of them at a time. The data is ``mrcnn-np shapes --train 1000 --val 200 --seed 0
     python benchmarks/ablations.py --variants baseline softmax --steps 50 --out /tmp/smoke.json   # a smoke run
 
 The default ``--steps`` (400) is chosen so that one run takes at most about 6 minutes on one thread of the
-project's machine (measured CPU time per step at 1 thread: 0.38-0.42 s for most variants, 0.67 s with
+project's machine (measured CPU time per step at 1 thread: 0.36-0.42 s for most variants, 0.67 s with
 RoIPool on the FPN levels; then about half a minute of evaluation). ``--max-minutes`` (5.5) caps each run's
 training so that a slower machine stops early rather than overrun; the JSON records ``steps_done``.
 """

@@ -2,8 +2,9 @@
 trained checkpoint, showing figures. Nothing here computes anything the notebooks teach.
 
 * ``MRCNN_BACKEND`` (default ``numpy``) picks the backend, as everywhere in the project.
-* ``MRCNN_FAST=1`` (the test suite sets it) makes every notebook small: fewer images, fewer steps, the
-  committed ``benchmarks/results/ablations.json`` instead of training the ablations.
+* ``MRCNN_FAST=1`` (the test suite sets it) makes every notebook small: fewer images, fewer steps.
+  Notebooks 06-08 never train the ablations themselves: they read ``benchmarks/results/ablations.json``
+  (``make experiments``), or the file ``$MRCNN_ABLATIONS_JSON`` names, and skip their tables without it.
 * A trained model: ``runs/demo/checkpoint.npz`` if ``make demo`` was run, else a short run of the
   ``demo`` config trained here once and kept in a cache folder (``$TMPDIR/mrcnn_np_course``), which
   every notebook then reuses.
@@ -29,7 +30,8 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-ABLATIONS_JSON = repo_root() / "benchmarks" / "results" / "ablations.json"
+ABLATIONS_JSON = Path(os.environ.get("MRCNN_ABLATIONS_JSON",
+                                     repo_root() / "benchmarks" / "results" / "ablations.json"))
 
 
 def setup() -> str:
@@ -87,7 +89,8 @@ def trained_checkpoint(steps: int | None = None):
 
 
 def ablations():
-    """The ablation results (``benchmarks/results/ablations.json``), or ``None`` with a message."""
+    """The ablation results (``benchmarks/results/ablations.json``, or ``$MRCNN_ABLATIONS_JSON`` to read
+    another run's), or ``None`` with a message."""
     if not ABLATIONS_JSON.is_file():
         print(f"{ABLATIONS_JSON} is missing: run `make experiments` (benchmarks/ablations.py) to "
               f"train every variant; the table below is skipped.")

@@ -18,6 +18,8 @@ channels and a per-pixel softmax over them (``softmax_mask_cross_entropy_*``, ta
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
 from .. import nn
 from ..ops import losses as L
@@ -184,7 +186,6 @@ class RoIHeads(nn.Module):
 def softmax_log_odds(logits):
     """(D, C, m, m) logits -> log(p / (1 - p)) with p = softmax over C, so that ``sigmoid`` of the
     result (what ``postprocess_masks`` applies) is the softmax probability of each channel."""
-    import numpy as np
     xp = get_array_module(logits)
     z = logits - logits.max(axis=1, keepdims=True)
     log_p = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
