@@ -5,7 +5,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-gpu test-gpu-emulated gradcheck bench clean
+NB_STAMP := $(VENV)/.notebooks-installed
+
+.PHONY: demo test test-gpu test-gpu-emulated gradcheck bench notebooks experiments clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +46,20 @@ gradcheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_ops.py
+
+# The course: JupyterLab on notebooks/, with this venv's Python as the kernel
+# (MRCNN_BACKEND=cupy make notebooks runs them on a GPU backend; MRCNN_FAST=1 makes them quick).
+$(NB_STAMP): $(STAMP) requirements-notebooks.txt
+	$(PY) -m pip install --quiet -r requirements-notebooks.txt
+	touch $(NB_STAMP)
+
+notebooks: $(NB_STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+# The paper's Table 2 ablations at toy scale -> benchmarks/results/ablations.json
+# (EXPERIMENT_ARGS="--jobs 12 --steps 400" etc.; see benchmarks/ablations.py)
+experiments: $(STAMP)
+	$(PY) benchmarks/ablations.py $(EXPERIMENT_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -68,9 +68,10 @@ def _training(run, *args, **kwargs):
 
 def _cmd_train(args) -> int:
     from .commands import run_train
+    from .model.configs import parse_overrides
     s = _training(run_train, args.config, args.data, args.out, steps=args.steps,
                   max_minutes=args.max_minutes, batch_size=args.batch_size, lr=args.lr,
-                  resume=args.resume, seed=args.seed)
+                  resume=args.resume, seed=args.seed, overrides=parse_overrides(args.set))
     if s["stopped"] == "already finished":
         fitted = (f" (the planned {s['planned_steps']} fitted to --max-minutes)"
                   if s["total_steps"] < s["planned_steps"] else "")
@@ -88,7 +89,9 @@ def _cmd_eval(args) -> int:
     from .commands import run_eval
     metrics = run_eval(args.checkpoint, args.data, args.out)
     for kind, m in metrics.items():
-        print(f"{kind:5s} " + "  ".join(f"{k} {v:.3f}" for k, v in m.items()))
+        print(f"{kind:5s} " + "  ".join(f"{k} {v:.3f}" for k, v in m.items() if k != "per_class"))
+        for name, pc in m.get("per_class", {}).items():
+            print(f"      {name:10s} AP {pc['AP']:.3f}  AP50 {pc['AP50']:.3f}  AP75 {pc['AP75']:.3f}")
     print(f"wrote {args.out}")
     return 0
 
@@ -189,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base learning rate (default: 0.02 x batch-size / 16, the linear scaling rule)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=_natural, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a config field, e.g. --set mask_loss=softmax --set pooler=roi_pool "
+                        "(the paper's ablations; see mrcnn_np/model/configs.py); repeatable")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", parents=[common], help="COCO box and mask AP of a checkpoint")

@@ -58,14 +58,15 @@ def _labels_to_cat_ids(meta) -> dict:
 
 def run_train(config: str, data, out, *, steps=None, max_minutes=None, batch_size=4, lr=None,
               warmup_steps=WARMUP_STEPS, clip_norm=CLIP_NORM, resume=False, seed=0, progress=True,
-              num_images=None) -> dict:
+              num_images=None, overrides=None) -> dict:
     """Train preset ``config`` on the train split of ``data`` into ``out`` with the default recipe
     (README, "Training recipe"): ``lr`` defaults to ``scaled_lr`` of the images per step (the batch
     size, or fewer when the dataset is smaller), a warm-up of
     ``warmup_steps`` steps whatever the run's length, gradients clipped to ``clip_norm``.
-    ``steps`` defaults to 10 epochs, or, for a resume, to what the run was started with."""
+    ``steps`` defaults to 10 epochs, or, for a resume, to what the run was started with.
+    ``overrides``: config fields set on top of the preset, e.g. ``{"mask_loss": "softmax"}``."""
     ds = open_split(data, "train")
-    cfg = get_config(config, num_classes=ds.num_classes)
+    cfg = get_config(config, **{**(overrides or {}), "num_classes": ds.num_classes})
     model = build_model(cfg, seed=seed)
     if steps is None:
         steps = _planned_steps(Path(out) / CHECKPOINT_NAME) if resume else None
@@ -131,7 +132,7 @@ def run_eval(checkpoint, data, out) -> dict:
     if ds.num_classes != model.config.num_classes:
         raise ValueError(f"--data {data}: {ds.num_classes} classes, but {checkpoint} was trained "
                          f"for {model.config.num_classes}")
-    return evaluate_coco(predict_dataset(model, ds), ds, out)
+    return evaluate_coco(predict_dataset(model, ds), ds, out, per_class=True)
 
 
 def _image_files(inputs) -> list[Path]:

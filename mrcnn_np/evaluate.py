@@ -51,7 +51,7 @@ from .data.coco import (CocoDataset, category_mapping, mask_to_rle, read_coco_js
                         segmentation_to_mask)
 
 __all__ = ["METRIC_KEYS", "load_coco_gt", "masks_to_rles", "predictions_to_coco_results",
-           "evaluate_coco", "write_coco_results"]
+           "evaluate_coco", "write_coco_results", "per_class_ap"]
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 _STATS_INDEX = (0, 1, 2, 3, 4, 5, 8)        # positions of METRIC_KEYS in COCOeval.stats
@@ -209,7 +209,28 @@ def _empty_results(gt: COCO) -> COCO:
     return dt
 
 
-def _cocoeval(gt: COCO, results: list, iou_type: str, image_ids, verbose: bool) -> dict:
+def per_class_ap(precision: np.ndarray, cat_ids, names) -> dict:
+    """Per-class AP from pycocotools' accumulated ``COCOeval.eval["precision"]``.
+
+    ``precision`` has shape (T, R, K, A, M): IoU thresholds 0.50:0.05:0.95, 101 recall levels,
+    categories (in ``params.catIds`` order), area ranges (0 = all), max detections (-1 = 100); -1
+    marks "no ground truth". As in ``COCOeval.summarize``: AP of class k = the mean of
+    ``precision[:, :, k, 0, -1]`` over its entries > -1; AP50 / AP75 the same at thresholds 0 / 5.
+    Returns ``{name: {"AP", "AP50", "AP75"}}`` (-1 where the class has no ground truth).
+    """
+    def mean_valid(p):
+        p = p[p > -1]
+        return float(p.mean()) if p.size else -1.0
+
+    out = {}
+    for k, (cat, name) in enumerate(zip(cat_ids, names)):
+        p = precision[:, :, k, 0, -1]                                          # (T, R)
+        out[name] = {"AP": mean_valid(p), "AP50": mean_valid(p[0]), "AP75": mean_valid(p[5])}
+    return out
+
+
+def _cocoeval(gt: COCO, results: list, iou_type: str, image_ids, verbose: bool,
+              per_class: bool = False) -> dict:
     with _quiet(verbose):
         # loadRes adds fields to the dicts it is given; hand it copies.
         dt = gt.loadRes(copy.deepcopy(results)) if results else _empty_results(gt)
@@ -218,17 +239,25 @@ def _cocoeval(gt: COCO, results: list, iou_type: str, image_ids, verbose: bool) 
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {k: float(ev.stats[i]) for k, i in zip(METRIC_KEYS, _STATS_INDEX)}
+    metrics = {k: float(ev.stats[i]) for k, i in zip(METRIC_KEYS, _STATS_INDEX)}
+    if per_class:
+        cats = ev.params.catIds
+        names = [gt.cats[c]["name"] for c in cats]
+        metrics["per_class"] = per_class_ap(ev.eval["precision"], cats, names)
+    return metrics
 
 
 def evaluate_coco(predictions, ground_truth, out_path=None, *, iou_types=("bbox", "segm"),
-                  image_ids=None, results_dir=None, verbose: bool = False) -> dict:
+                  image_ids=None, results_dir=None, verbose: bool = False,
+                  per_class: bool = False) -> dict:
     """COCO AP/AR of ``predictions`` against ``ground_truth`` (a :class:`CocoDataset` or JSON path).
 
     Returns ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"}}`` for each of
     ``iou_types`` (``"bbox"``, ``"segm"``) and, when ``out_path`` is given, writes it there as JSON
     (atomically). ``results_dir``, when given, receives the COCO result files ``bbox_results.json`` and
     ``segm_results.json`` (inputs to ``COCO.loadRes``). ``verbose`` lets pycocotools print its table.
+    ``per_class=True`` adds ``"per_class": {class name: {"AP", "AP50", "AP75"}}`` under each IoU type,
+    read from pycocotools' precision array (:func:`per_class_ap`); ``mrcnn-np eval`` writes it.
     See the module docstring for which images count and the zero-detection rule.
     """
     for t in iou_types:
@@ -259,7 +288,8 @@ def evaluate_coco(predictions, ground_truth, out_path=None, *, iou_types=("bbox"
             write_coco_results(Path(results_dir) / "segm_results.json", segm_res)
     metrics = {}
     for t in iou_types:
-        metrics[t] = _cocoeval(gt, bbox_res if t == "bbox" else segm_res, t, image_ids, verbose)
+        metrics[t] = _cocoeval(gt, bbox_res if t == "bbox" else segm_res, t, image_ids, verbose,
+                               per_class)
     if out_path is not None:
         atomic_write_json(out_path, metrics, indent=2)
     return metrics

@@ -50,7 +50,8 @@ def test_eval_writes_metrics_json(tiny_run, tmp_path):
                  "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     keys = {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"}
-    assert set(metrics) == {"bbox", "segm"} and all(set(m) == keys for m in metrics.values())
+    assert set(metrics) == {"bbox", "segm"} and all(set(m) == keys | {"per_class"} for m in metrics.values())
+    assert all(set(pc) == {"AP", "AP50", "AP75"} for m in metrics.values() for pc in m["per_class"].values())
 
 
 def test_predict_writes_overlays_and_results(tiny_run, tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["ModelConfig", "PRESETS", "get_config"]
+__all__ = ["ModelConfig", "PRESETS", "get_config", "parse_overrides"]
 
 
 @dataclass
@@ -67,6 +67,14 @@ class ModelConfig:
     mask_convs: int = 4
     mask_size: int = 28                     # = 2 * mask_pool (the transposed conv doubles it)
 
+    # the paper's ablations (Table 2; notebooks 06-08, benchmarks/ablations.py); defaults = Mask R-CNN
+    mask_loss: str = "sigmoid"              # "sigmoid": per-class sigmoid + BCE on the GT class's mask;
+                                            # "softmax": per-pixel softmax over K+1 channels (2b)
+    mask_head: str = "fcn"                  # "fcn": 4 convs + deconv; "fc": an MLP (2e)
+    mask_fc: int = 256                      # hidden width of the "fc" mask head
+    pooler: str = "roi_align"               # "roi_align" or "roi_pool" (2c), both heads
+    pool_level: int = 0                     # 0: FPN level per RoI; 2..5: every RoI from P_k (2d: 5)
+
     # inference
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
@@ -88,6 +96,12 @@ class ModelConfig:
             raise ValueError(f"gn_groups: {self.gn_groups} must divide every width, but not {bad}")
         if self.mask_size != 2 * self.mask_pool:
             raise ValueError(f"mask_size: expected 2 * mask_pool = {2 * self.mask_pool}, got {self.mask_size}")
+        for name, allowed in (("mask_loss", ("sigmoid", "softmax")), ("mask_head", ("fcn", "fc")),
+                              ("pooler", ("roi_align", "roi_pool"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        if self.pool_level not in (0, 2, 3, 4, 5):
+            raise ValueError(f"pool_level: expected 0 (FPN assignment) or 2..5, got {self.pool_level!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
 
@@ -123,3 +137,30 @@ def get_config(name: str, **overrides) -> ModelConfig:
     if name not in PRESETS:
         raise ValueError(f"config: unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def parse_overrides(items) -> dict:
+    """``["mask_loss=softmax", "pool_level=5"]`` -> ``{"mask_loss": "softmax", "pool_level": 5}``,
+    each value converted to its field's type (tuples as comma-separated lists); errors name the field."""
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    defaults = ModelConfig()
+    out = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE with NAME one of the config's fields "
+                             f"({', '.join(sorted(fields))})")
+        current = getattr(defaults, key)
+        try:
+            if isinstance(current, bool):
+                value = text.strip().lower() in ("1", "true", "yes")
+            elif isinstance(current, tuple):
+                kind = type(current[0]) if current else float
+                value = tuple(kind(v) for v in text.split(",") if v.strip())
+            else:
+                value = type(current)(text.strip())
+        except ValueError:
+            raise ValueError(f"--set {item!r}: expected a {type(current).__name__} for {key}") from None
+        out[key] = value
+    return out

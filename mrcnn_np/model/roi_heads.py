@@ -10,11 +10,19 @@ Losses (notes, section 5), over the RoIs sampled per image (positives first):
     loss_box  = sum_{positives} SmoothL1_{1/9}(deltas[label] - target) / (number of sampled RoIs)
     loss_mask = mean BCE(mask logits[label], mask target)   over positives only, on the channel of the
                 ground-truth class (notes, section 6: no competition between classes' masks).
+
+The paper's ablations are config options (``configs.py``): ``mask_loss="softmax"`` gives the head K+1
+channels and a per-pixel softmax over them (``softmax_mask_cross_entropy_*``, target class
+``label * M(p)``; Table 2b); ``mask_head="fc"`` swaps in :class:`MaskHeadFC` (Table 2e);
+``pooler``/``pool_level`` change how both heads pool (Table 2c, 2d).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
 from .. import nn
+from ..ops import losses as L
 from ..backend import get_array_module
 from ..detection.boxes import BoxCoder
 from ..detection.mask_targets import build_mask_targets
@@ -22,6 +30,7 @@ from ..detection.matcher import Matcher
 from ..detection.postprocess import postprocess_boxes, select_class_masks
 from ..detection.roi_targets import build_roi_targets
 from ..detection.sampler import BalancedPositiveNegativeSampler
+from .mask_head_fc import MaskHeadFC
 from .poolers import MultiScaleRoIAlign
 
 
@@ -72,12 +81,18 @@ class RoIHeads(nn.Module):
         super().__init__()
         c, k, dt = cfg.fpn_channels, cfg.num_classes, cfg.dtype
         self.cfg = cfg
+        pool = dict(op=getattr(cfg, "pooler", "roi_align"), level=getattr(cfg, "pool_level", 0))
         self.box_pooler = MultiScaleRoIAlign(cfg.box_pool, cfg.sampling_ratio, cfg.canonical_scale,
-                                             cfg.canonical_level)
+                                             cfg.canonical_level, **pool)
         self.mask_pooler = MultiScaleRoIAlign(cfg.mask_pool, cfg.sampling_ratio, cfg.canonical_scale,
-                                              cfg.canonical_level)
+                                              cfg.canonical_level, **pool)
         self.box_head = BoxHead(c * cfg.box_pool ** 2, cfg.box_fc, k, rng, dt)
-        self.mask_head = MaskHead(c, cfg.mask_channels, cfg.mask_convs, k, rng, dt)
+        self.softmax_masks = getattr(cfg, "mask_loss", "sigmoid") == "softmax"
+        k_mask = k + 1 if self.softmax_masks else k             # softmax: a background channel too
+        if getattr(cfg, "mask_head", "fcn") == "fc":
+            self.mask_head = MaskHeadFC(c, cfg.mask_pool, cfg.mask_fc, k_mask, cfg.mask_size, rng, dt)
+        else:
+            self.mask_head = MaskHead(c, cfg.mask_channels, cfg.mask_convs, k_mask, rng, dt)
         self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
         self.matcher = Matcher(cfg.roi_iou, cfg.roi_iou, allow_low_quality_matches=False)
         self.sampler = BalancedPositiveNegativeSampler(cfg.roi_batch_per_image, cfg.roi_positive_fraction)
@@ -112,8 +127,12 @@ class RoIHeads(nn.Module):
         loss_mask, c_mask = 0.0, None
         if pos_rois.shape[0]:
             mask_logits = self.mask_head(self.mask_pooler.forward(feats, pos_rois))  # (P, K, 28, 28)
-            own = mask_logits[xp.arange(len(pos_labels)), pos_labels - 1]         # (P, 28, 28)
-            loss_mask, c_mask = F.sigmoid_bce_with_logits_forward(own, mask_targets)
+            if self.softmax_masks:          # per-pixel class: the RoI's label on the mask, 0 off it
+                pixel_class = (pos_labels[:, None, None] * (mask_targets > 0.5)).astype(xp.int64)
+                loss_mask, c_mask = L.softmax_mask_cross_entropy_forward(mask_logits, pixel_class)
+            else:
+                own = mask_logits[xp.arange(len(pos_labels)), pos_labels - 1]     # (P, 28, 28)
+                loss_mask, c_mask = F.sigmoid_bce_with_logits_forward(own, mask_targets)
             self._mask_shape = mask_logits.shape
         self._cache = (c_cls, c_box, c_mask, pos, labels, n_rois, box_deltas.shape, pooled.shape,
                        pos_labels, [p.shape for p in feats])
@@ -130,9 +149,12 @@ class RoIHeads(nn.Module):
         d_pooled = self.box_head.backward(d_logits, d_deltas.reshape(box_shape), pooled_shape)
         d_feats = self.box_pooler.backward(d_pooled)
         if c_mask is not None:
-            d_mask_logits = xp.zeros(self._mask_shape, dtype=d_logits.dtype)
-            d_mask_logits[xp.arange(len(pos_labels)), pos_labels - 1] = \
-                F.sigmoid_bce_with_logits_backward(d_mask, c_mask)
+            if self.softmax_masks:
+                d_mask_logits = L.softmax_mask_cross_entropy_backward(d_mask, c_mask)
+            else:
+                d_mask_logits = xp.zeros(self._mask_shape, dtype=d_logits.dtype)
+                d_mask_logits[xp.arange(len(pos_labels)), pos_labels - 1] = \
+                    F.sigmoid_bce_with_logits_backward(d_mask, c_mask)
             d_mask_feats = self.mask_pooler.backward(self.mask_head.backward(d_mask_logits))
             d_feats = [a + b for a, b in zip(d_feats, d_mask_feats)]
         return d_feats
@@ -155,8 +177,20 @@ class RoIHeads(nn.Module):
                 mrois = xp.concatenate([xp.zeros((len(boxes), 1), boxes.dtype), boxes], 1)
                 mask_logits = self.mask_head(self.mask_pooler.forward(one, mrois))
             else:
-                mask_logits = xp.zeros((0, self.cfg.num_classes, self.cfg.mask_size, self.cfg.mask_size),
-                                       dtype=props.dtype)
-            probs = select_class_masks(mask_logits, det["labels"], background_channel=False)
+                mask_logits = xp.zeros((0, self.cfg.num_classes + self.softmax_masks, self.cfg.mask_size,
+                                        self.cfg.mask_size), dtype=props.dtype)
+            if self.softmax_masks:          # p = softmax over channels, handed on as its log-odds
+                mask_logits = softmax_log_odds(mask_logits)
+            probs = select_class_masks(mask_logits, det["labels"], background_channel=self.softmax_masks)
             results.append({**det, "boxes": boxes, "mask_probs": probs})
         return results
+
+
+def softmax_log_odds(logits):
+    """(D, C, m, m) logits -> log(p / (1 - p)) with p = softmax over C, so that ``sigmoid`` of the
+    result (what ``select_class_masks`` applies) is the softmax probability of each channel."""
+    xp = get_array_module(logits)
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+    with np.errstate(divide="ignore"):
+        return log_p - xp.log(-xp.expm1(log_p))          # p = 1 gives +inf, and sigmoid(+inf) = 1

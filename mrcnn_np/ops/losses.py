@@ -130,3 +130,54 @@ def sigmoid_bce_with_logits_backward(dloss, cache):
     e = xp.exp(-xp.abs(x))                                      # never overflows
     sig = xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     return (sig - t) * (dloss / max(x.size, 1))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The alternative the paper ablates (Table 2b): masks as a per-pixel softmax over classes.
+# ----------------------------------------------------------------------------------------------------
+
+def softmax_mask_cross_entropy_forward(logits, targets):
+    """Per-pixel multinomial cross-entropy over classes (FCN-style; notes, section 6).
+
+    logits: (R, C, m, m) float, one channel per class *including* background (channel 0);
+    targets: (R, m, m) ints in [0, C): the class of each pixel (0 where the pixel is not the object).
+
+        p_r(q) = softmax_c(z_r[:, q])                       (classes compete at every pixel q)
+        L = -1/(R m^2) sum_r sum_q log p_r(q)[y_r(q)]
+        dL/dz_r[c, q] = (p_r(q)[c] - [c = y_r(q)]) / (R m^2)
+
+    Returns ``(loss (scalar), cache)``; an empty input gives 0. Stable (log-sum-exp) for any logits.
+    """
+    check_float("logits", logits)
+    check_ndim("logits", logits, 4, "(R, C, m, m)")
+    if tuple(targets.shape) != (logits.shape[0],) + tuple(logits.shape[2:]):
+        raise ValueError(f"targets: expected shape {(logits.shape[0],) + tuple(logits.shape[2:])} "
+                         f"(one class per pixel), got {tuple(targets.shape)}")
+    if targets.dtype.kind not in "iu":
+        raise ValueError(f"targets: expected an integer array, got dtype {targets.dtype}")
+    xp = get_array_module(logits)
+    r, c = logits.shape[:2]
+    if targets.size and (int(targets.min()) < 0 or int(targets.max()) >= c):
+        raise ValueError(f"targets: expected values in [0, {c}), got min {int(targets.min())} "
+                         f"max {int(targets.max())}")
+    z = logits.transpose(0, 2, 3, 1).reshape(-1, c)              # (R, C, m, m) -> (R*m*m, C)
+    y = targets.reshape(-1)
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_p = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))   # (R*m*m, C)
+    count = max(y.shape[0], 1)
+    loss = -log_p[xp.arange(y.shape[0]), y].sum() / count
+    return loss, (log_p, y, logits.shape)
+
+
+def softmax_mask_cross_entropy_backward(dloss, cache):
+    """Returns ``dlogits`` (R, C, m, m) = dloss * (softmax - onehot) / (R m^2)."""
+    log_p, y, shape = cache
+    xp = get_array_module(log_p)
+    dz = xp.exp(log_p)
+    dz[xp.arange(y.shape[0]), y] -= 1.0
+    dz *= dloss / max(y.shape[0], 1)
+    r, c, mh, mw = shape
+    return xp.ascontiguousarray(dz.reshape(r, mh, mw, c).transpose(0, 3, 1, 2))  # -> (R, C, m, m)
+
+
+__all__ += ["softmax_mask_cross_entropy_forward", "softmax_mask_cross_entropy_backward"]

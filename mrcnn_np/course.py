@@ -1,0 +1,101 @@
+"""Helpers the notebooks share (``notebooks/01_...`` to ``09_...``): backend, fast mode, data, a
+trained checkpoint, showing figures. Nothing here computes anything the notebooks teach.
+
+* ``MRCNN_BACKEND`` (default ``numpy``) picks the backend, as everywhere in the project.
+* ``MRCNN_FAST=1`` (the test suite sets it) makes every notebook small: fewer images, fewer steps.
+  Notebooks 06-08 never train the ablations themselves: they read ``benchmarks/results/ablations.json``
+  (``make experiments``), or the file ``$MRCNN_ABLATIONS_JSON`` names, and skip their tables without it.
+* A trained model: ``runs/demo/checkpoint.npz`` if ``make demo`` was run, else a short run of the
+  ``demo`` config trained here once and kept in a cache folder (``$TMPDIR/mrcnn_np_course``), which
+  every notebook then reuses.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+from .backend import set_backend
+
+__all__ = ["FAST", "setup", "show", "repo_root", "cache_dir", "shapes", "trained_checkpoint",
+           "ablations", "ABLATIONS_JSON"]
+
+FAST = os.environ.get("MRCNN_FAST", "0") not in ("", "0")
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+ABLATIONS_JSON = Path(os.environ.get("MRCNN_ABLATIONS_JSON",
+                                     repo_root() / "benchmarks" / "results" / "ablations.json"))
+
+
+def setup() -> str:
+    """Select the backend named by ``$MRCNN_BACKEND`` (default numpy); returns its name."""
+    name = os.environ.get("MRCNN_BACKEND", "numpy")
+    set_backend(name)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    print(f"backend: {name}   fast mode: {FAST}   (set MRCNN_BACKEND / MRCNN_FAST to change)")
+    return name
+
+
+def show(fig, dpi=None):
+    """Display a ``matplotlib.figure.Figure`` (e.g. from :mod:`mrcnn_np.visualize`) inline as PNG,
+    whatever matplotlib backend the kernel runs."""
+    from IPython.display import Image, display
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi)
+    display(Image(data=buf.getvalue()))
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("MRCNN_COURSE_CACHE", Path(tempfile.gettempdir()) / "mrcnn_np_course"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def shapes(n_train: int = 1000, n_val: int = 200, seed: int = 0, **options) -> Path:
+    """The shapes dataset (``train/`` and ``val/``) with these counts, written once into the cache.
+    With the defaults it is the demo's data (``mrcnn-np shapes --train 1000 --val 200 --seed 0``)."""
+    from .data import generate_shapes
+    tag = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
+    root = cache_dir() / f"shapes_{n_train}_{n_val}_{seed}{'_' + tag if tag else ''}"
+    if not all((root / s / "annotations.json").is_file() for s, n in (("train", n_train), ("val", n_val)) if n):
+        generate_shapes(root, n_train, n_val, seed=seed, **options)
+    return root
+
+
+def trained_checkpoint(steps: int | None = None):
+    """``(path, what)``: ``runs/demo/checkpoint.npz`` if it exists, else a short ``demo``-config run
+    (``steps``: 40 in fast mode, 600 otherwise) on the demo's data, trained once into the cache."""
+    demo = repo_root() / "runs" / "demo" / "checkpoint.npz"
+    if demo.is_file():
+        return demo, "the demo run (runs/demo, from `make demo`)"
+    from .checkpoint import read_metadata
+    from .commands import run_train
+    steps = steps or (40 if FAST else 600)
+    out = cache_dir() / f"short_demo_{steps}"
+    ckpt = out / "checkpoint.npz"
+    if not (ckpt.is_file() and read_metadata(ckpt)["step"] == steps):
+        print(f"no runs/demo/checkpoint.npz: training the demo config for {steps} steps into {out} "
+              f"(once; `make demo` gives the real model)")
+        lr = 0.005 if steps < 200 else 0.01          # a short warm-up needs a gentler rate
+        run_train("demo", shapes(), out, steps=steps, lr=lr, progress=False)
+    return ckpt, f"a short run of {steps} steps trained here (no runs/demo; `make demo` trains 2,500)"
+
+
+def ablations():
+    """The ablation results (``benchmarks/results/ablations.json``, or ``$MRCNN_ABLATIONS_JSON`` to read
+    another run's), or ``None`` with a message."""
+    if not ABLATIONS_JSON.is_file():
+        print(f"{ABLATIONS_JSON} is missing: run `make experiments` (benchmarks/ablations.py) to "
+              f"train every variant; the table below is skipped.")
+        return None
+    data = json.loads(ABLATIONS_JSON.read_text())
+    print(f"ablations: {data['date']}, {data['machine']['cpu']} ({data['machine']['cores']} cores), "
+          f"{data['steps']} steps x seeds {data['seeds']}: `{data['command']}`")
+    return data
