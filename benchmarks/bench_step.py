@@ -253,7 +253,9 @@ def main(argv=None):
         path = os.path.join(tmp, "batch.npz")
         np.savez(path, images=images, **{f"{k}{i}": t[k] for i, t in enumerate(targets)
                                          for k in ("boxes", "labels", "masks")})
-        env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))
+        repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (repo, os.environ.get("PYTHONPATH")) if p))
         child = subprocess.run([args.torch_python, __file__, "--torch-only", path, "--steps",
                                 str(args.steps), "--warmup", str(args.warmup),
                                 "--threads", str(threads), "--torch-device", args.torch_device],

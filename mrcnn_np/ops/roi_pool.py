@@ -51,8 +51,9 @@ def roi_pool_forward(features, rois, output_size, spatial_scale):
     ylo, yhi = _bin_edges(q[:, 1], q[:, 3], out_h, h)           # (R, out_h)
     xlo, xhi = _bin_edges(q[:, 0], q[:, 2], out_w, w)           # (R, out_w)
     # Every bin is padded to the largest bin size; cells beyond a bin's own end are masked to -inf.
-    kh = max(int((yhi - ylo).max(initial=0)), 1)
-    kw = max(int((xhi - xlo).max(initial=0)), 1)
+    # (no max(initial=...): CuPy's max has no such argument, and the reference runs on CuPy arrays too)
+    kh = max(int((yhi - ylo).max()) if r else 0, 1)
+    kw = max(int((xhi - xlo).max()) if r else 0, 1)
     ys = ylo[:, :, None] + xp.arange(kh)                        # (R, out_h, kh)
     xs = xlo[:, :, None] + xp.arange(kw)                        # (R, out_w, kw)
     valid = ((ys < yhi[:, :, None])[:, :, None, :, None]
