@@ -139,7 +139,7 @@ def test_group_norm(numba_cuda, dtype, groups):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 2, 0), ((3, 2), (1, 2), 1)])
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 2, 0), ((3, 2), (1, 2), 1), (1, 2, 0)])
 def test_max_pool2d_first_max_wins(numba_cuda, dtype, k, s, p):
     rng = np.random.default_rng(3)
     x = rng.integers(0, 3, (2, 2, 5, 5)).astype(dtype)     # many ties inside each window
