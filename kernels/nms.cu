@@ -18,11 +18,13 @@
 // (2 MB for 4,000 boxes) instead of N * N booleans. Only column blocks at or right of the row
 // block are computed (later boxes are the only ones a box can suppress).
 //
-// Step 2, nms_greedy: the sequential part. ONE GPU THREAD (a <<<1, 1>>> launch) walks the boxes in
-// order, keeping a "removed" bit set of ceil(N / 64) words: box i is kept if its bit is clear, and
-// then its mask row is OR-ed into "removed". torchvision copies the mask to the host for this loop;
-// here it stays on the device (no 2 MB copy, no host loop), and only the count of kept boxes comes
-// back to the host to size the result.
+// Step 2, the sequential part: walk the boxes in order, keeping a "removed" bit set of ceil(N / 64)
+// words: box i is kept if its bit is clear, and then its mask row is OR-ed into "removed".
+// nms_greedy does it on ONE GPU THREAD (a <<<1, 1>>> launch), with no copy of the mask; measured on an
+// H100 that made a 4,000-box NMS 6.2 ms against 1.7 ms for copying the 2 MB mask to the host and
+// walking it there, as torchvision does. So the launcher (mrcnn_np/backends/cupy/nms.py) walks it on
+// the host (mrcnn_np/backends/bitmask_nms.py); nms_greedy stays as the all-device version of the same
+// loop, checked by the CPU emulation tests.
 //
 // Exactness: IoUs are computed in the boxes' dtype in the reference's order of operations, and the
 // kernels are compiled without FMA contraction (--fmad=false), so the float rounding is the same as

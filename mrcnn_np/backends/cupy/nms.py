@@ -3,9 +3,9 @@
 1. sort by score on the device, high to low, ties by lower index (CuPy's argsort is stable);
 2. ``nms_mask``: one 64-thread block per (row block, column block) of 64 sorted boxes sets, for each
    row box, a 64-bit word of "IoU > threshold" verdicts on the column block;
-3. ``nms_greedy``: one device thread walks the sorted boxes and ORs the mask rows of the kept ones
-   into a "removed" bit set (no copy of the mask to the host);
-4. only the number of kept boxes comes to the host, to size the result.
+3. the greedy pass over the mask rows on the host (:mod:`mrcnn_np.backends.bitmask_nms`), as
+   torchvision does: the mask comes to the host once. ``nms_greedy`` in ``nms.cu`` is the same pass
+   on one device thread, which measured 4x slower on an H100 (see that module), so it is not used.
 
 Mirrors :mod:`mrcnn_np.ops.nms` (strict ``>``; ``batched_nms`` never suppresses across labels).
 """
@@ -15,6 +15,7 @@ import cupy
 import numpy as np
 
 from ...dispatch import register
+from ..bitmask_nms import greedy_keep
 from ._module import function
 
 _SRC = "nms.cu"
@@ -41,12 +42,8 @@ def _nms(boxes, scores, labels, iou_threshold):
     function(_SRC, "nms_mask", b.dtype)(
         (col_blocks, col_blocks), (_BLOCK,),
         (b, lab, np.int32(use_labels), np.int32(n), np.float64(iou_threshold), mask))
-    removed = cupy.empty(col_blocks, dtype=cupy.uint64)
-    keep = cupy.empty(n, dtype=cupy.int64)
-    num_keep = cupy.zeros(1, dtype=cupy.int32)
-    function(_SRC, "nms_greedy", b.dtype)((1,), (1,), (mask, np.int32(n), removed, keep, num_keep))
-    k = int(cupy.asnumpy(num_keep)[0])                      # the one device -> host copy
-    return order[keep[:k]].astype(cupy.int64)
+    keep = greedy_keep(cupy.asnumpy(mask), n)              # the one device -> host copy
+    return order[cupy.asarray(keep)].astype(cupy.int64)
 
 
 @register("cupy", "nms")

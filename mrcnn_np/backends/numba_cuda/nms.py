@@ -27,10 +27,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import cuda, njit
+from numba import cuda
 
 from ...backend import to_numpy
 from ...dispatch import register
+from ..bitmask_nms import greedy_keep
 from ._launch import array_module, launch_blocks, numba_dtype, unfused_multiply
 
 __all__ = ["nms", "batched_nms"]
@@ -90,23 +91,6 @@ def _kernels(dtype):
     return suppression_mask
 
 
-@njit(cache=True)
-def _greedy_keep(mask, n):
-    """The greedy pass over the bit matrix (host, sequential): which sorted positions are kept."""
-    removed = np.zeros(mask.shape[1], dtype=np.uint64)
-    keep = np.empty(n, dtype=np.int64)
-    n_keep = 0
-    for i in range(n):
-        word, bit = i // BLOCK, np.uint64(i % BLOCK)
-        if (removed[word] >> bit) & np.uint64(1):
-            continue                             # a kept, higher-ranked box suppressed box i
-        keep[n_keep] = i
-        n_keep += 1
-        for w in range(word, mask.shape[1]):     # words before `word` only hold decided boxes
-            removed[w] |= mask[i, w]
-    return keep[:n_keep]
-
-
 def _nms(boxes, scores, labels, iou_threshold):
     xp = array_module()
     n = boxes.shape[0]
@@ -122,7 +106,7 @@ def _nms(boxes, scores, labels, iou_threshold):
     mask = xp.zeros((n, blocks), dtype=xp.uint64)
     launch_blocks(_kernels(sorted_boxes.dtype), (blocks, blocks), BLOCK, sorted_boxes,
                   sorted_labels, use_labels, np.float64(iou_threshold), mask)
-    keep = _greedy_keep(to_numpy(mask), n)       # the host pass, as the reference's _greedy_rows
+    keep = greedy_keep(to_numpy(mask), n)       # the host pass, as the reference's _greedy_rows
     return order[xp.asarray(keep)].astype(xp.int64)
 
 
