@@ -48,13 +48,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_ops.py
 
 # The course: JupyterLab on notebooks/, with this venv's Python as the kernel
-# (MRCNN_BACKEND=cupy make notebooks runs them on a GPU backend; MRCNN_FAST=1 makes them quick).
+# (MRCNN_BACKEND=cupy make notebooks runs them on a GPU backend; MRCNN_FAST=1 makes them quick;
+# JUPYTER_ARGS="--no-browser --allow-root" e.g. in a container).
 $(NB_STAMP): $(STAMP) requirements-notebooks.txt
 	$(PY) -m pip install --quiet -r requirements-notebooks.txt
 	touch $(NB_STAMP)
 
+JUPYTER_ARGS ?=
 notebooks: $(NB_STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(JUPYTER_ARGS)
 
 # The paper's Table 2 ablations at toy scale -> benchmarks/results/ablations.json
 # (EXPERIMENT_ARGS="--jobs 12 --steps 400" etc.; see benchmarks/ablations.py)

@@ -15,7 +15,7 @@ from mrcnn_np.model import build_model, get_config
 from mrcnn_np.model.configs import parse_overrides
 from mrcnn_np.model.mask_head_fc import MaskHeadFC
 from mrcnn_np.model.poolers import MultiScaleRoIAlign
-from mrcnn_np.model.roi_heads import softmax_log_odds
+from mrcnn_np.model.roi_heads import softmax_winner_margin
 from mrcnn_np.ops.losses import softmax_mask_cross_entropy_backward, softmax_mask_cross_entropy_forward
 from test_model import fixed_proposals, toy_batch
 
@@ -43,10 +43,17 @@ def test_softmax_mask_cross_entropy_matches_direct_formula_and_finite_difference
         softmax_mask_cross_entropy_forward(z, np.full((3, 5, 5), 4))
 
 
-def test_softmax_log_odds_gives_softmax_through_a_sigmoid():
-    z = np.random.default_rng(1).standard_normal((2, 4, 3, 3)) * 5
-    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    assert np.allclose(1 / (1 + np.exp(-softmax_log_odds(z))), p)
+def test_softmax_winner_margin_is_positive_exactly_where_the_class_wins():
+    z = np.random.default_rng(1).standard_normal((2, 4, 5, 5)) * 5
+    margin = softmax_winner_margin(z)
+    winner = z.argmax(1)
+    for c in range(4):
+        assert np.array_equal(margin[:, c] > 0, winner == c)
+        others = np.delete(z, c, axis=1).max(1)
+        assert np.allclose(margin[:, c], z[:, c] - others)
+    two = z[:, :2]                                   # two channels: sigmoid(margin) = softmax
+    p = np.exp(two) / np.exp(two).sum(1, keepdims=True)
+    assert np.allclose(1 / (1 + np.exp(-softmax_winner_margin(two))), p)
 
 
 def test_fc_mask_head_shapes_and_gradients():

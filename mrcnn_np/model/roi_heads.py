@@ -18,8 +18,6 @@ channels and a per-pixel softmax over them (``softmax_mask_cross_entropy_*``, ta
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import functional as F
 from .. import nn
 from ..ops import losses as L
@@ -179,18 +177,25 @@ class RoIHeads(nn.Module):
             else:
                 mask_logits = xp.zeros((0, self.cfg.num_classes + self.softmax_masks, self.cfg.mask_size,
                                         self.cfg.mask_size), dtype=props.dtype)
-            if self.softmax_masks:          # p = softmax over channels, handed on as its log-odds
-                mask_logits = softmax_log_odds(mask_logits)
+            if self.softmax_masks:          # the class must win the per-pixel softmax (argmax)
+                mask_logits = softmax_winner_margin(mask_logits)
             probs = select_class_masks(mask_logits, det["labels"], background_channel=self.softmax_masks)
             results.append({**det, "boxes": boxes, "mask_probs": probs})
         return results
 
 
-def softmax_log_odds(logits):
-    """(D, C, m, m) logits -> log(p / (1 - p)) with p = softmax over C, so that ``sigmoid`` of the
-    result (what ``select_class_masks`` applies) is the softmax probability of each channel."""
+def softmax_winner_margin(logits):
+    """(D, C, m, m) logits -> (D, C, m, m) margins ``z_c - max_{k != c} z_k``.
+
+    With a per-pixel softmax over classes, a pixel belongs to the mask of class c when c wins the
+    softmax there (the argmax, as FCNs label pixels). The margin is positive exactly where c wins, so
+    handing it to ``select_class_masks`` as a logit (``sigmoid(margin) >= 0.5``) pastes that rule, with
+    smooth edges for the bilinear resize. With two channels it is the plain logit difference and
+    ``sigmoid(margin)`` is the softmax probability itself.
+    """
     xp = get_array_module(logits)
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
-    with np.errstate(divide="ignore"):
-        return log_p - xp.log(-xp.expm1(log_p))          # p = 1 gives +inf, and sigmoid(+inf) = 1
+    if logits.shape[1] < 2:
+        return logits
+    top2 = -xp.partition(-logits, 1, axis=1)[:, :2]                  # (D, 2, m, m): best, second best
+    best, second = top2[:, :1], top2[:, 1:]
+    return logits - xp.where(logits >= best, second, best)            # ties give 0: no winner
