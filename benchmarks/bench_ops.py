@@ -41,6 +41,7 @@ def demo_cases(rng):
         return np.concatenate([rng.integers(0, 4, (n, 1)), xy, xy + wh], 1).astype(f32)
 
     feats = r(4, 64, 32, 32)
+    feats_nhwc = np.ascontiguousarray(feats.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     box_rois, mask_rois = rois(512), rois(128)
     labels = rng.integers(0, 4, 512)
     return {
@@ -68,6 +69,9 @@ def demo_cases(rng):
         "relu (4,64,32,32)": (F.relu_forward, F.relu_backward, (feats,), {}, "relu"),
         "group_norm_G16 (4,64,32,32)": (F.group_norm_forward, F.group_norm_backward,
                                         (feats, r(64), r(64), 16), {}, "group_norm"),
+        # the layout GroupNorm gets inside the model: an NCHW view of a conv's NHWC buffer
+        "group_norm_G16 NHWC-backed (4,64,32,32)": (F.group_norm_forward, F.group_norm_backward,
+                                                    (feats_nhwc, r(64), r(64), 16), {}, "group_norm"),
         "linear (512,3136)->256": (F.linear_forward, F.linear_backward,
                                    (r(512, 64 * 49), r(256, 64 * 49, scale=0.02), r(256)), {}, "linear"),
         "roi_align_7x7 512 rois (4,64,32,32)": (F.roi_align_forward, F.roi_align_backward,
@@ -87,13 +91,16 @@ def demo_cases(rng):
     }
 
 
+TIMER = time.perf_counter          # --cpu: time.process_time (with --threads 1: robust on a busy machine)
+
+
 def median_ms(fn, repeats):
     fn()                                               # warm-up: caches, allocator, JIT
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = TIMER()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(TIMER() - t0)
     return float(np.median(times) * 1e3)
 
 
@@ -164,6 +171,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--ops", default="", help="comma-separated substrings of op names to run")
     ap.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="threads for BLAS, Numba and PyTorch (default: every core)")
+    ap.add_argument("--cpu", action="store_true",
+                    help="time with the process CPU clock (meaningful with --threads 1)")
     ap.add_argument("--torch-python", default=os.environ.get("TORCH_PYTHON", sys.executable),
                     help="a Python that can import torch and torchvision (default: this one)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "ops.json"))
@@ -173,13 +184,25 @@ def main(argv=None):
     if args.ops:
         wanted = args.ops.split(",")
         cases = {k: v for k, v in cases.items() if any(w in k for w in wanted)}
-    threads = os.cpu_count()
+    threads = args.threads
+    if args.cpu:
+        global TIMER
+        TIMER = time.process_time
     if args.torch_only:
         return _torch_only(cases, args.repeats, threads)
     keep_freed_memory()                                # steady-state timings, as in training
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+        threadpool_limits(threads, user_api="blas")
+        blas = "; ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}"
+                         for i in threadpool_info() if i.get("user_api") == "blas")
+    except ImportError:
+        blas = "(threadpoolctl not installed)"
+    # (Numba's thread count is set once its backend is loaded, so that it picks its threading layer)
     machine = f"{platform.machine()} {platform.processor() or ''} {threads} cores".strip()
     print(f"machine: {machine}; python {platform.python_version()}; numpy {np.__version__}; "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto)')}")
+          f"BLAS {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto)')}; "
+          f"{threads} threads")
 
     results = {name: {} for name in cases}
     for backend in BACKENDS:
@@ -188,6 +211,9 @@ def main(argv=None):
         except BackendError as exc:
             print(f"backend {backend}: skipped ({str(exc).split(';')[0]})")
             continue
+        if backend == "numba":
+            import numba
+            numba.set_num_threads(threads)
         for name, (fwd, bwd, a, kw, _) in cases.items():
             results[name][backend] = median_ms(ours_fn(fwd, bwd, a, kw), args.repeats)
     set_backend("numpy")
@@ -196,7 +222,9 @@ def main(argv=None):
     # PyTorch runs in a child process: two thread pools (OpenBLAS's and PyTorch's OpenMP) that
     # spin-wait in one process on a small machine slow each other down by up to 30x.
     child = subprocess.run([args.torch_python, __file__, "--torch-only", "--repeats", str(args.repeats),
-                            "--ops", args.ops], capture_output=True, text=True)
+                            "--ops", args.ops, "--threads", str(threads)] + (["--cpu"] if args.cpu else []),
+                           capture_output=True,
+                           text=True)
     if child.returncode == 0 and child.stdout.strip():
         torch_record = json.loads(child.stdout.strip().splitlines()[-1])
         torch_version = torch_record["torch"]
@@ -222,7 +250,7 @@ def main(argv=None):
             line += "".join(f"{r[b] / t:>13.2f}" if t and b in r else f"{'-':>13}" for b in backends)
         print(line)
 
-    record = {"machine": machine, "numpy": np.__version__, "torch": torch_version,
+    record = {"machine": machine, "blas": blas, "timer": "process CPU time" if args.cpu else "wall", "numpy": np.__version__, "torch": torch_version,
               "threads": threads, "repeats": args.repeats, "unit": "ms, median of forward+backward",
               "results": results}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -3,7 +3,7 @@
     python benchmarks/bench_step.py [--steps 10] [--warmup 3] [--backends numpy,numba] [--out FILE]
 
 A step is what ``mrcnn_np.train`` does: zero the gradients, forward (losses), backward, SGD update
-(lr 0.02, momentum 0.9, weight decay 1e-4), on one fixed batch (4 shapes images of 128x128, seed 0)
+(momentum 0.9, weight decay 1e-4, lr 0 so that every step repeats the same work), on one fixed batch (4 shapes images of 128x128, seed 0)
 with a fixed sampler seed; the figure is the median over ``--steps`` steps after ``--warmup`` steps
 (the first numba call compiles or loads its cache). Every backend that can run here is timed; where
 PyTorch is importable (a separate venv, never a dependency: ``--torch-python``), torchvision's
@@ -36,7 +36,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 STEP_CONFIG = "demo"
-LR, MOMENTUM, WEIGHT_DECAY = 0.02, 0.9, 1e-4
+# lr 0: every timed step does the same work on the same (freshly initialised) model; the update's
+# arithmetic still runs. (lr 0.02 without the demo's warm-up diverges on one repeated batch.)
+LR, MOMENTUM, WEIGHT_DECAY = 0.0, 0.9, 1e-4
 
 
 def make_batch(n=4, size=128, seed=0):
@@ -56,6 +58,17 @@ def make_batch(n=4, size=128, seed=0):
     return np.stack(images), targets
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def blas_info():
     try:
         from threadpoolctl import threadpool_info
@@ -66,7 +79,7 @@ def blas_info():
                      if i.get("user_api") == "blas")
 
 
-def time_ours(backend, images, targets, steps, warmup):
+def time_ours(backend, images, targets, steps, warmup, threads):
     """Median seconds of a training step under ``backend`` (None if it cannot run here)."""
     import mrcnn_np
     from mrcnn_np.backend import BackendError
@@ -79,6 +92,9 @@ def time_ours(backend, images, targets, steps, warmup):
         return None, None, None
     # a GPU step is timed to its end: the update's kernels are asynchronous
     sync = b.xp.cuda.Device().synchronize if b.gpu else (lambda: None)
+    if backend == "numba":
+        import numba
+        numba.set_num_threads(threads)
     model = build_model(get_config(STEP_CONFIG, num_classes=3), seed=0)
     opt = SGD(model.named_parameters(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     times, cpu, first = [], [], None
@@ -230,19 +246,16 @@ def main(argv=None):
     except ImportError:
         if threads != os.cpu_count():
             print("threadpoolctl missing: BLAS keeps its own thread count")
-    try:
-        import numba
-        numba.set_num_threads(threads)
-    except ImportError:
-        pass                                   # steady-state timings, as in training
+    # (Numba's thread count is set once its backend is loaded: importing the backend first lets it
+    # pick its threading layer, see mrcnn_np/backends/numba/_jit.py)
     images, targets = make_batch()
-    machine = f"{platform.machine()} {platform.processor() or ''} {threads} cores".strip()
+    machine = f"{cpu_name()}, {os.cpu_count()} cores, {threads} threads used"
     blas = blas_info()
     print(f"machine: {machine}; python {platform.python_version()}; numpy {np.__version__}; "
           f"BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     results, cpu = {}, {}
     for backend in args.backends.split(","):
-        med, first, med_cpu = time_ours(backend, images, targets, args.steps, args.warmup)
+        med, first, med_cpu = time_ours(backend, images, targets, args.steps, args.warmup, threads)
         if med is not None:
             results[backend], cpu[backend] = med, med_cpu
             print(f"{backend:>12}: {med * 1e3:8.1f} ms per step (median of {args.steps}; "

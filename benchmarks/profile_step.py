@@ -27,7 +27,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--cpu", action="store_true",
-                    help="time with this thread's CPU clock (robust on a busy machine; use with "
+                    help="time with the process CPU clock (robust on a busy machine; use with "
                          "NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)")
     args = ap.parse_args(argv)
     import mrcnn_np
@@ -49,7 +49,7 @@ def main(argv=None):
 
     for _ in range(2):
         step()                                             # compile / load the cache, warm up
-    prof = cProfile.Profile(time.thread_time) if args.cpu else cProfile.Profile()
+    prof = cProfile.Profile(time.process_time) if args.cpu else cProfile.Profile()
     prof.enable()
     for _ in range(args.steps):
         step()

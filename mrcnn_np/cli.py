@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time cap: the schedule is shortened to end (annealed) within it")
     p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--lr", type=_positive, default=None,
-                   help="base learning rate (default: 0.02 x batch-size / 16, the linear scaling rule)")
+                   help="base learning rate (default: 0.02 x min(batch-size, 4) / 4)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=_natural, default=0)
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",

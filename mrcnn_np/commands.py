@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_write_json
 from .backend import to_numpy
@@ -152,10 +152,11 @@ def _image_files(inputs) -> list[Path]:
 
 
 def read_image_file(path) -> np.ndarray:
-    """An image file as ``uint8 (H, W, 3)`` RGB; ``ValueError`` naming the file if it cannot be decoded."""
+    """An image file as ``uint8 (H, W, 3)`` RGB, upright (its EXIF orientation applied, as phones'
+    JPEGs need and as the COCO loader does); ``ValueError`` naming the file if it cannot be decoded."""
     try:
         with Image.open(path) as pil:
-            return np.asarray(pil.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(pil).convert("RGB"))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from None
 

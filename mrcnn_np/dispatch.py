@@ -30,6 +30,8 @@ from __future__ import annotations
 import functools
 import inspect
 
+import numpy as np
+
 from .backend import get_backend
 
 __all__ = ["register", "kernel", "kernels_of", "dispatch_op", "dispatch_pair", "KernelCache", "OPS"]
@@ -77,13 +79,41 @@ def _array_module_of(backend: str):
 
 
 def _is_array(v) -> bool:
-    return hasattr(v, "dtype") and hasattr(v, "shape") and hasattr(v, "strides")
+    # NumPy scalars (an upstream dloss of np.float32(1.5), say) have dtype and shape too, but they are
+    # numbers, valid for every backend: only real arrays must live in the backend's module
+    return (hasattr(v, "dtype") and hasattr(v, "shape") and hasattr(v, "strides")
+            and not isinstance(v, np.generic))
 
 
-def _prepare(backend, op, xp, bound: inspect.BoundArguments):
+def _binder(reference):
+    """``bind(args, kwargs)`` -> ``{parameter name: value}`` with the defaults filled in, as
+    ``inspect.Signature.bind`` + ``apply_defaults`` give it, but without their cost on every call
+    (a training step makes hundreds of dispatched calls); anything unusual goes to ``Signature.bind``,
+    which raises the usual ``TypeError``."""
+    sig = inspect.signature(reference)
+    names = tuple(sig.parameters)
+    defaults = {n: p.default for n, p in sig.parameters.items() if p.default is not p.empty}
+
+    def bind(args, kwargs):
+        if len(args) <= len(names):
+            arguments = dict(zip(names, args))
+            if not arguments.keys() & kwargs.keys() and kwargs.keys() <= set(names):
+                arguments.update(kwargs)
+                for n in names[len(args):]:
+                    if n not in arguments and n in defaults:
+                        arguments[n] = defaults[n]
+                if len(arguments) == len(names):
+                    return {n: arguments[n] for n in names}
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    return bind
+
+
+def _prepare(backend, op, xp, args: dict):
     """The boundary every kernel call crosses: arrays of the backend's module, contiguous, one float
     dtype. Returns the arguments as a dict."""
-    args = bound.arguments
     float_dt = next((v.dtype for v in args.values() if _is_array(v) and v.dtype.kind == "f"), None)
     copy_ok = (backend, op) not in _LAYOUT_ANY
     for name, v in args.items():
@@ -104,7 +134,7 @@ def _prepare(backend, op, xp, bound: inspect.BoundArguments):
 def dispatch_op(op: str, reference, check=None):
     """A function with ``reference``'s signature that runs the active backend's kernel for ``op``
     when there is one (after ``check(**arguments)``, the reference's argument check)."""
-    sig = inspect.signature(reference)
+    bind = _binder(reference)
     OPS.append(op)
 
     @functools.wraps(reference)
@@ -113,11 +143,10 @@ def dispatch_op(op: str, reference, check=None):
         k = _KERNELS.get((b.name, op))
         if k is None:
             return reference(*args, **kwargs)
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
+        arguments = bind(args, kwargs)
         if check is not None:
-            check(**bound.arguments)
-        return k(**_prepare(b.name, op, b.xp, bound))
+            check(**arguments)
+        return k(**_prepare(b.name, op, b.xp, arguments))
 
     call.reference = reference
     return call

@@ -421,3 +421,17 @@ def test_start_batch_skips_by_index_and_gives_the_same_batches(shapes_train):
     assert list(iterate_batches(shapes_train, 5, 64, start_batch=99)) == []
     with pytest.raises(ValueError, match="start_batch"):
         list(iterate_batches(shapes_train, 5, 64, start_batch=-1))
+
+
+def test_predict_reads_images_upright_too(tmp_path):
+    """``mrcnn-np predict`` reads files with the same EXIF rule as the loader (a phone's JPEG)."""
+    from PIL import Image
+    from mrcnn_np.commands import read_image_file
+    stored = np.zeros((20, 30, 3), np.uint8)
+    stored[:6, :6] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6                               # shown after a quarter turn clockwise
+    Image.fromarray(stored).save(tmp_path / "p.jpg", quality=95, exif=exif)
+    image = read_image_file(tmp_path / "p.jpg")
+    assert image.shape == (30, 20, 3)              # upright: 20 wide, 30 high
+    assert image[0, 19, 0] > 200 and image[0, 0, 0] < 50

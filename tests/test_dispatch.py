@@ -100,3 +100,19 @@ def test_every_functional_name_is_dispatched_and_keeps_its_reference():
         assert hasattr(f, "reference"), name
         assert f.__name__ == f.reference.__name__
     assert set(dispatch.OPS) == set(F.__all__)
+
+
+def test_the_fast_binding_equals_inspect_bind():
+    import inspect
+    def ref(a, b, c=3, d=None):
+        pass
+    bind = dispatch._binder(ref)
+    sig = inspect.signature(ref)
+    for args, kwargs in [((1, 2), {}), ((1,), {"b": 2}), ((1, 2, 4), {"d": 5}), ((), {"a": 1, "b": 2}),
+                         ((1, 2, 3, 4), {})]:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        assert bind(args, kwargs) == dict(bound.arguments)
+    for args, kwargs in [((1,), {}), ((1, 2), {"a": 1}), ((1, 2), {"e": 1}), ((1, 2, 3, 4, 5), {})]:
+        with pytest.raises(TypeError):
+            bind(args, kwargs)

@@ -273,7 +273,7 @@ def test_training_step_matches_numpy():
     for name, g in g_ref.items():
         assert g_nb[name].dtype == np.float32
         scale = max(np.abs(g).max(), 1e-6)
-        assert np.abs(g_nb[name] - g).max() / scale < 1e-3, name
+        assert np.abs(g_nb[name] - g).max() / scale < 1e-4, name       # measured ~1e-6
 
 
 def test_gradcheck_passes_under_numba():
