@@ -73,24 +73,30 @@ def shapes(n_train: int = 1000, n_val: int = 200, seed: int = 0, **options) -> P
 
 def trained_checkpoint(steps: int | None = None):
     """``(path, what)``: ``runs/demo/checkpoint.npz`` if it exists, else a short ``demo``-config run
-    (``steps``: 20 in fast mode, 600 otherwise) on the demo's data, trained once into the cache."""
+    (``steps``: 20 in fast mode, 600 otherwise; the default recipe with the warm-up cut to a quarter of
+    the run) on the demo's data, trained once into the cache (in a child process)."""
     demo = repo_root() / "runs" / "demo" / "checkpoint.npz"
     if demo.is_file():
         return demo, "the demo run (runs/demo, from `make demo`)"
     from .backend import get_backend
     from .checkpoint import read_metadata
+    from .train import WARMUP_STEPS
     steps = steps or (20 if FAST else 600)
-    out = cache_dir() / f"short_demo_{steps}"
+    # the default recipe (`mrcnn-np train --config demo`: lr 0.02 at batch 4, clipping), except that the
+    # warm-up is cut to a quarter of a run shorter than 4 x its 200 steps: a 20-step run would otherwise
+    # end (cosine-annealed) before the rate had risen past a tenth of its value, and learn nothing
+    warmup = min(WARMUP_STEPS, steps // 4)
+    out = cache_dir() / f"short_demo_{steps}_warmup{warmup}"
     ckpt = out / "checkpoint.npz"
     if not (ckpt.is_file() and read_metadata(ckpt)["step"] == steps):
-        lr = 0.005 if steps < 200 else 0.01          # a short warm-up needs a gentler rate
-        cmd = [sys.executable, "-m", "mrcnn_np", "train", "--config", "demo", "--data", str(shapes()),
-               "--out", str(out), "--steps", str(steps), "--lr", str(lr), "--backend", get_backend().name]
-        env = dict(os.environ)
+        call = (f"run_train('demo', {str(shapes())!r}, {str(out)!r}, steps={steps}, "
+                f"warmup_steps={warmup}, progress=False)")
+        cmd = [sys.executable, "-c", f"from mrcnn_np.commands import run_train; {call}"]
+        env = dict(os.environ, MRCNN_BACKEND=get_backend().name)
         if FAST:      # NOTE: one BLAS thread: on a busy machine two threads per process can be 5-10x slower
             env.update({v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
         print(f"no runs/demo/checkpoint.npz: training a short run once (`make demo` gives the real model):\n  "
-              + " ".join(cmd[1:]))
+              f"mrcnn_np.commands.{call}   (as `mrcnn-np train --config demo`, warm-up {warmup} steps)")
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "train_output.txt", "w") as log:
             r = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -109,4 +115,6 @@ def ablations():
     data = json.loads(ABLATIONS_JSON.read_text())
     print(f"ablations: {data['date']}, {data['machine']['cpu']} ({data['machine']['cores']} cores), "
           f"{data['steps']} steps x seeds {data['seeds']}: `{data['command']}`")
+    if data.get("note"):
+        print("note:", data["note"])
     return data
