@@ -31,8 +31,10 @@ the last weights are those of a high learning rate. So once ``FIT_AFTER`` steps 
 timed, and at every step after that, the loop projects the finish from the median time of the recent
 steps (data loading included) plus the checkpoint saves still due; if that is past the deadline, the
 schedule's length ``T`` is cut to the steps that fit in ``FIT_MARGIN`` of the time left, and the
-cosine anneals to 0 there. ``T`` only ever shrinks (a fast machine trains the planned schedule), the
-lr only jumps down, and each cut is printed and recorded (``total_steps`` in the log's records and the
+cosine anneals to 0 there. After the warm-up ``T`` only ever shrinks (a fast machine trains the
+planned schedule) and the lr only jumps down; during the warm-up, where the lr is still rising, ``T``
+may also grow back towards the plan once a slowdown has passed (the call's first step, which compiles
+Numba's kernels, is never timed). Each change is printed and recorded (``total_steps`` in the log's records and the
 checkpoint, ``planned_steps`` the number asked for), so a resume repeats it. Should the machine slow
 down so much that even that is missed, training stops at the deadline with a checkpoint.
 
@@ -207,10 +209,14 @@ def train(model, data, out_dir, *, steps: int | None = None, epochs: int | None 
             bar.set_postfix({k.removeprefix("loss_"): f"{v:.4g}" for k, v in losses.items()},
                             refresh=False)
             bar.update(1)
-            if deadline is not None and step < total and len(wall) >= FIT_AFTER:
-                fitted = _fit_to_deadline(step, total, wall, deadline - _clock(), save_sec,
+            if deadline is not None and step < total and len(wall) > FIT_AFTER:
+                # NOTE: the call's first step is left out (Numba compiles, caches fill: it can take
+                # 20 s); during the warm-up the length may also grow back towards the plan, so a
+                # passing slowdown (another job on the machine) does not cut the run for good.
+                ceiling = record["planned_steps"] if step < warmup_steps else total
+                fitted = _fit_to_deadline(step, ceiling, wall[1:], deadline - _clock(), save_sec,
                                           checkpoint_every)
-                if fitted < total:
+                if fitted < total or fitted > 1.1 * total:      # grow only by a real margin
                     sec = _sec_per_step(wall)
                     _say(f"max_minutes={max_minutes:g}: at {sec:.3f} s/step, {fitted - step} more steps "
                          f"fit; the schedule now ends at step {fitted} instead of {total} "

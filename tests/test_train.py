@@ -398,3 +398,21 @@ def test_max_minutes_leaves_a_schedule_that_fits_alone(tmp_path, monkeypatch):
     summary = train(TimedModel(clock), FakeLoader(), tmp_path, steps=40, max_minutes=1.0, **FAST)
     assert summary["total_steps"] == 40 and summary["step"] == 40
     assert load_checkpoint(tmp_path / "checkpoint.npz")["extra"]["schedule_fit"] is None
+
+
+def test_max_minutes_ignores_the_first_step_and_regrows_after_a_passing_slowdown(tmp_path, monkeypatch):
+    """A first step that compiles (20 s) and a slow patch early on shorten the schedule only for a
+    while: during the warm-up it grows back once the steps are fast again, and still ends in time."""
+    import mrcnn_np.train as T
+    clock = FakeClock(lambda n: 20.0 if n == 1 else (2.0 if n <= 15 else 0.1))
+    monkeypatch.setattr(T, "_clock", clock)
+    kwargs = {**FAST, "warmup_steps": 100}
+    summary = train(TimedModel(clock), FakeLoader(), tmp_path, steps=400, max_minutes=1.0, **kwargs)
+    records = read_jsonl(tmp_path / "log.jsonl")
+    lengths = [r["total_steps"] for r in records]
+    assert min(lengths) < lengths[-1]                        # cut by the slow patch, then grown back
+    assert summary["stopped"] == "finished" and summary["step"] == summary["total_steps"]
+    # 48 s went to the first 15 steps; the 12 s left hold about 110 steps of 0.1 s, not the 5 more
+    # that the slow patch's speed promised
+    assert summary["total_steps"] > 100 and clock.now - 1000.0 <= 60.0
+    assert records[-1]["lr"] < 1e-3                          # annealed
