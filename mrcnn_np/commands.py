@@ -58,7 +58,7 @@ def _labels_to_cat_ids(meta) -> dict:
 
 def run_train(config: str, data, out, *, steps=None, max_minutes=None, batch_size=4, lr=None,
               warmup_steps=WARMUP_STEPS, clip_norm=CLIP_NORM, resume=False, seed=0, progress=True,
-              num_images=None, overrides=None) -> dict:
+              overrides=None) -> dict:
     """Train preset ``config`` on the train split of ``data`` into ``out`` with the default recipe
     (README, "Training recipe"): ``lr`` defaults to ``scaled_lr`` of the images per step (the batch
     size, or fewer when the dataset is smaller), a warm-up of
