@@ -34,7 +34,7 @@ import numpy as np
 
 from .backend import get_backend
 
-__all__ = ["register", "kernels_of", "dispatch_op", "dispatch_pair", "KernelCache", "OPS"]
+__all__ = ["register", "kernel", "kernels_of", "dispatch_op", "dispatch_pair", "KernelCache", "OPS"]
 
 _KERNELS: dict[tuple[str, str], object] = {}
 _LAYOUT_ANY: set[tuple[str, str]] = set()     # kernels that accept any strides (no copy made)
@@ -52,6 +52,11 @@ def register(backend: str, op: str, any_layout: bool = False):
             _LAYOUT_ANY.add((backend, op))
         return fn
     return deco
+
+
+def kernel(backend: str, op: str):
+    """The kernel ``backend`` registered for ``op``, or None."""
+    return _KERNELS.get((backend, op))
 
 
 def kernels_of(backend: str) -> list[str]:
