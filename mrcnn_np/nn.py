@@ -155,9 +155,16 @@ class ConvTranspose2d(Module):
 class Linear(Module):
     """y = x W^T + b; weight (out, in)."""
 
-    def __init__(self, n_in, n_out, bias=True, rng=None, dtype="float32", std=None):
+    def __init__(self, n_in, n_out, bias=True, rng=None, dtype="float32", std=None, bound=None):
+        """Weights He-normal, or ``N(0, std^2)``, or with ``bound`` weights *and* bias ``U(-bound, bound)``
+        (PyTorch's ``nn.Linear`` default is ``bound = 1/sqrt(n_in)``); otherwise the bias is 0."""
         super().__init__()
         rng = rng if rng is not None else np.random.default_rng(0)
+        if bound is not None:
+            self.weight = Parameter(_xp().asarray(rng.uniform(-bound, bound, (n_out, n_in)), dtype=dtype))
+            self.bias = (Parameter(_xp().asarray(rng.uniform(-bound, bound, n_out), dtype=dtype))
+                         if bias else None)
+            return
         w = (_kaiming((n_out, n_in), n_in, rng, dtype) if std is None
              else _xp().asarray(rng.standard_normal((n_out, n_in)) * std, dtype=dtype))
         self.weight = Parameter(w)

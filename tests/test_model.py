@@ -73,15 +73,20 @@ def test_whole_model_gradient_matches_finite_differences(tiny64):
                    "roi_heads.box_head", "roi_heads.mask_head"):
         assert any(name.startswith(prefix) for name in params), prefix
     rng = np.random.default_rng(0)
-    h = 1e-5                  # float64: rounding ~1e-11 on an O(1) loss, truncation ~h^2
+    # NOTE: two step sizes, and each entry is judged by the one that agrees better. The tiny model has
+    # thousands of ReLUs, so a 1e-5 step of some parameter can cross one of their kinks (then the
+    # difference quotient is off, by a few 1e-4 relative), while a 1e-6 step is exact there but its
+    # rounding (~1e-10 absolute on the loss sum) shows in parameters with small gradients. A wrong
+    # gradient is wrong at both step sizes.
     worst = {}
     for name, p in params.items():
         idx = rng.choice(p.data.size, size=min(3, p.data.size), replace=False)
-        numeric = numerical_gradient(total_loss, p.data, h, indices=idx).reshape(-1)[idx]
         analytic = p.grad.reshape(-1)[idx]
+        errors = [np.abs(numerical_gradient(total_loss, p.data, h, indices=idx).reshape(-1)[idx] - analytic)
+                  for h in (1e-5, 1e-6)]
         # relative to the parameter's gradient scale, so near-zero entries do not dominate
         scale = max(np.abs(p.grad).max(), 1e-8)
-        worst[name] = np.abs(numeric - analytic).max() / scale
+        worst[name] = np.minimum(*errors).max() / scale
     bad = {k: v for k, v in worst.items() if not v < 1e-5}
     assert not bad, bad
 

@@ -18,9 +18,13 @@ from .. import nn
 class FPN(nn.Module):
     def __init__(self, in_channels, out_channels, rng, dtype):
         super().__init__()
-        self.lateral = [nn.Conv2d(c, out_channels, 1, rng=rng, dtype=dtype) for c in in_channels]
-        self.output = [nn.Conv2d(out_channels, out_channels, 3, padding=1, rng=rng, dtype=dtype)
-                       for _ in in_channels]
+        # NOTE: N(0, 1/fan_in) (the scale of torchvision's FPN init, kaiming_uniform with a=1), half
+        # He-normal's variance: these convs have no normalisation after them, so their scale is the
+        # features' scale that the RPN and RoI heads start from (README, "Box accuracy").
+        self.lateral = [nn.Conv2d(c, out_channels, 1, rng=rng, dtype=dtype, std=c ** -0.5)
+                        for c in in_channels]
+        self.output = [nn.Conv2d(out_channels, out_channels, 3, padding=1, rng=rng, dtype=dtype,
+                                 std=(9 * out_channels) ** -0.5) for _ in in_channels]
 
     def forward(self, feats):
         """feats: [C2, C3, C4, C5] -> [P2, P3, P4, P5]."""
