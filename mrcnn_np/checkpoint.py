@@ -3,6 +3,7 @@
 File format (a NumPy ``.npz``, i.e. a zip of ``.npy`` arrays; ``np.load(path)`` opens it, no pickle)::
 
     param/<name>    every parameter array, e.g. ``param/backbone.stem.conv.weight``
+    buffer/<name>   every buffer (state that is not trained, e.g. a frozen BatchNorm's statistics)
     optim/<name>    the optimizer's momentum buffer of that parameter (absent if saved without one)
     meta            0-d unicode array holding a JSON object:
                     {"format": "mrcnn-np checkpoint", "version": 1,
@@ -40,7 +41,7 @@ __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_config
 FORMAT = "mrcnn-np checkpoint"
 VERSION = 1
 _META = "meta"
-_PARAM, _OPTIM = "param/", "optim/"
+_PARAM, _BUFFER, _OPTIM = "param/", "buffer/", "optim/"
 
 
 class CheckpointError(ValueError):
@@ -72,6 +73,7 @@ def save_checkpoint(path, model, optimizer=None, step: int = 0, extra=None) -> P
         raise CheckpointError(f"{path}: the metadata is not JSON-able ({exc}); "
                               f"extra must hold only dicts, lists, strings, numbers, None") from exc
     arrays = {_PARAM + name: to_numpy(p.data) for name, p in model.named_parameters().items()}
+    arrays.update({_BUFFER + name: to_numpy(b.data) for name, b in _buffers(model).items()})
     if optimizer is not None:
         arrays.update({_OPTIM + name: to_numpy(v) for name, v in optimizer.state_dict().items()})
     arrays[_META] = np.array(meta_json)                     # 0-d unicode array
@@ -153,6 +155,16 @@ def read_config(path) -> dict:
     return read_metadata(path)["config"]
 
 
+def _with_defaults(stored: dict, config) -> dict:
+    """``stored`` with the fields it lacks at their defaults: a checkpoint saved before a config field
+    existed was made by a model with that field's default (new fields default to the old behaviour)."""
+    if not (dataclasses.is_dataclass(config) and isinstance(stored, dict)):
+        return stored
+    defaults = {f.name: f.default for f in dataclasses.fields(config)
+                if f.default is not dataclasses.MISSING}
+    return {**json.loads(json.dumps(defaults)), **stored}
+
+
 def _first_difference(a, b, prefix=""):
     """The first (dotted field, a's value, b's value) where two JSON-like values differ, or None."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -166,21 +178,32 @@ def _first_difference(a, b, prefix=""):
     return None if a == b else (prefix.rstrip("."), a, b)
 
 
-def _check_params(arrays, model, path):
-    """Names and shapes must match exactly; nothing is loaded until everything has been checked."""
-    stored = {k[len(_PARAM):]: v for k, v in arrays.items() if k.startswith(_PARAM)}
-    params = model.named_parameters()
-    for name in params:
+def _buffers(model) -> dict:
+    return model.named_buffers() if hasattr(model, "named_buffers") else {}
+
+
+def _check_arrays(arrays, entries, prefix, kind, path):
+    """Names and shapes of ``entries`` (``{name: Parameter or Buffer}``) must match the archive's
+    ``prefix`` entries exactly; nothing is loaded until everything has been checked."""
+    stored = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    for name in entries:
         if name not in stored:
-            raise CheckpointError(f"{path}: parameter {name!r} of the model is missing from the checkpoint")
+            raise CheckpointError(f"{path}: {kind} {name!r} of the model is missing from the checkpoint")
     for name in stored:
-        if name not in params:
-            raise CheckpointError(f"{path}: the checkpoint has a parameter {name!r} that the model lacks")
-    for name, p in params.items():
+        if name not in entries:
+            raise CheckpointError(f"{path}: the checkpoint has a {kind} {name!r} that the model lacks")
+    for name, p in entries.items():
         if tuple(stored[name].shape) != tuple(p.data.shape):
-            raise CheckpointError(f"{path}: parameter {name!r} has shape {tuple(stored[name].shape)} "
+            raise CheckpointError(f"{path}: {kind} {name!r} has shape {tuple(stored[name].shape)} "
                                   f"in the checkpoint, {tuple(p.data.shape)} in the model")
-    return stored, params
+    return stored
+
+
+def _check_params(arrays, model, path):
+    params, buffers = model.named_parameters(), _buffers(model)
+    stored = _check_arrays(arrays, params, _PARAM, "parameter", path)
+    stored_buffers = _check_arrays(arrays, buffers, _BUFFER, "buffer", path)
+    return {**stored, **stored_buffers}, {**params, **buffers}
 
 
 def load_checkpoint(path, model=None, optimizer=None) -> dict:
@@ -198,7 +221,7 @@ def load_checkpoint(path, model=None, optimizer=None) -> dict:
             raise _corrupt(path) from exc
     if model is None:
         return meta
-    diff = _first_difference(meta["config"], _config_dict(model.config))
+    diff = _first_difference(_with_defaults(meta["config"], model.config), _config_dict(model.config))
     if diff:
         field, ours, theirs = diff
         raise CheckpointError(f"{path}: saved from another config: field {field!r} is {ours!r} in the "

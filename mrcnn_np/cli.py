@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from . import __version__
@@ -107,6 +108,23 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_import_weights(args) -> int:
+    from .import_weights import R50_COCO_URL, download_weights, import_weights
+    if args.download == (args.src is not None):
+        raise ValueError("expected either SRC (a torchvision .pth file) or --download, not "
+                         + ("both" if args.download else "neither"))
+    src = args.src
+    if args.download:
+        url = os.environ.get("MRCNN_R50_URL") or R50_COCO_URL
+        src = download_weights(url)
+        print(f"weights in {src}")
+    r = import_weights(src, args.out)
+    extra = f" ({len(r['ignored'])} num_batches_tracked ignored)" if r["ignored"] else ""
+    print(f"imported {r['tensors']} tensors from {src} ({r['format']} format){extra} -> {r['out']} "
+          f"(config r50_fpn, 91 COCO labels)")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .commands import run_demo
     print(f"demo: backend {get_backend().name} (--backend or MRCNN_BACKEND to change)")
@@ -179,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_shapes)
 
     p = sub.add_parser("train", parents=[common], help="train a model on a COCO-format dataset")
-    p.add_argument("--config", default="demo", help="preset: tiny, demo or small")
+    p.add_argument("--config", default="demo", help="preset: tiny, demo, small, r50_fpn, r50_tiny")
     p.add_argument("--data", required=True, help="dataset folder (a split, or a root with train/)")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, loss curve")
     p.add_argument("--steps", type=_positive_int, default=None,
@@ -209,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--score-thresh", type=float, default=0.5, help="smallest score drawn")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("import-weights", parents=[common],
+                       help="torchvision's maskrcnn_resnet50_fpn .pth -> an r50_fpn checkpoint (no PyTorch)")
+    p.add_argument("src", nargs="?", default=None, metavar="SRC.pth",
+                   help="a torchvision state_dict file (zip or legacy format)")
+    p.add_argument("--out", required=True, help="checkpoint to write (.npz)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the COCO v1 weights from torchvision's URL into $MRCNN_CACHE "
+                        "(default ~/.cache/mrcnn-np) first ($MRCNN_R50_URL overrides the URL)")
+    p.set_defaults(func=_cmd_import_weights)
 
     p = sub.add_parser("demo", parents=[common],
                        help="shapes -> train the demo config -> evaluate -> pictures (runs/demo)")

@@ -117,17 +117,18 @@ def _as_mapping(predictions) -> dict:
     return out
 
 
-def masks_to_rles(mask_probs, boxes, image_size, threshold: float = 0.5) -> list:
+def masks_to_rles(mask_probs, boxes, image_size, threshold: float = 0.5, mode: str = "centres") -> list:
     """Paste each ``m x m`` mask into its box at ``image_size = (H, W)`` and encode it as COCO RLE.
 
     mask_probs ``(D, m, m)`` probabilities, boxes ``(D, 4)`` in the pixels of the ``(H, W)`` image
     (NumPy). One detection at a time: the peak is one ``(H, W)`` bool mask (12 MB at 4000x3000),
-    not ``D`` of them. Returns ``D`` dicts ``{"size": [H, W], "counts": str}``.
+    not ``D`` of them. ``mode``: how to paste (:func:`~mrcnn_np.detection.postprocess.paste_masks`;
+    the model's ``config.paste``). Returns ``D`` dicts ``{"size": [H, W], "counts": str}``.
     """
     mask_probs, boxes = np.asarray(mask_probs), np.asarray(boxes)
     if len(mask_probs) != len(boxes):
         raise ValueError(f"mask_probs: expected {len(boxes)} masks (one per box), got {len(mask_probs)}")
-    return [mask_to_rle(paste_masks(mask_probs[d : d + 1], boxes[d : d + 1], image_size, threshold)[0])
+    return [mask_to_rle(paste_masks(mask_probs[d : d + 1], boxes[d : d + 1], image_size, threshold, mode)[0])
             for d in range(len(boxes))]
 
 

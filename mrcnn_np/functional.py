@@ -26,6 +26,9 @@ linear_forward, linear_backward = dispatch_pair(
     "linear", linear.linear_forward, linear.linear_backward)
 group_norm_forward, group_norm_backward = dispatch_pair(
     "group_norm", norm.group_norm_forward, norm.group_norm_backward, norm.check_group_norm_args)
+frozen_batch_norm_forward, frozen_batch_norm_backward = dispatch_pair(
+    "frozen_batch_norm", norm.frozen_batch_norm_forward, norm.frozen_batch_norm_backward,
+    norm.check_frozen_batch_norm_args)
 roi_align_forward, roi_align_backward = dispatch_pair(
     "roi_align", _ra.roi_align_forward, _ra.roi_align_backward, _ra.check_roi_align_args)
 roi_pool_forward, roi_pool_backward = dispatch_pair(
@@ -46,7 +49,8 @@ __all__ = [
     "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
     "max_pool2d_forward", "max_pool2d_backward", "relu_forward", "relu_backward",
     "upsample_nearest2d_forward", "upsample_nearest2d_backward", "linear_forward", "linear_backward",
-    "group_norm_forward", "group_norm_backward", "roi_align_forward", "roi_align_backward",
+    "group_norm_forward", "group_norm_backward", "frozen_batch_norm_forward",
+    "frozen_batch_norm_backward", "roi_align_forward", "roi_align_backward",
     "roi_pool_forward", "roi_pool_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "smooth_l1_forward", "smooth_l1_backward",

@@ -143,6 +143,8 @@ def op_checks(seed=0):
                 (r((5, 7)), r((3, 7)), r(3)), {"x": 0, "w": 1, "b": 2}),
         OpCheck("group_norm G=2", F.group_norm_forward, F.group_norm_backward,
                 (r((2, 4, 3, 5)), r(4), r(4), 2), {"x": 0, "gamma": 1, "beta": 2}),
+        OpCheck("frozen_batch_norm eps=0", F.frozen_batch_norm_forward, F.frozen_batch_norm_backward,
+                (r((2, 4, 3, 5)), r(4), r(4), r(4), rng.uniform(0.5, 2.0, 4)), {"x": 0}),
         OpCheck("roi_align aligned sr=2", F.roi_align_forward, F.roi_align_backward,
                 (feats, rois, (3, 2), 0.5, 2, True), {"features": 0}),
         OpCheck("roi_align legacy adaptive", F.roi_align_forward, F.roi_align_backward,

@@ -5,6 +5,9 @@ pops the latest cache, calls ``*_backward``, *adds* the parameter gradients into
 returns the input gradient. The stack is what lets one module be applied several times per step (the
 RPN head is shared by every FPN level): backward runs in reverse order, so last in is first out.
 Inside ``with no_cache():`` (inference) nothing is pushed, so memory does not grow.
+
+A :class:`Buffer` is model state that is saved and loaded with the parameters but never trained
+(a frozen BatchNorm's statistics): it has no gradient and the optimizer never sees it.
 """
 from __future__ import annotations
 
@@ -13,10 +16,11 @@ import math
 import numpy as np
 
 from . import functional as F
+from .backend import get_array_module
 from .backend import xp as _xp
 
-__all__ = ["Parameter", "Module", "Conv2d", "ConvTranspose2d", "Linear", "GroupNorm", "ReLU",
-           "MaxPool2d", "no_cache"]
+__all__ = ["Parameter", "Buffer", "Module", "Conv2d", "ConvTranspose2d", "Linear", "GroupNorm",
+           "FrozenBatchNorm2d", "ReLU", "MaxPool2d", "no_cache", "recording"]
 
 _record_caches = True
 
@@ -33,12 +37,28 @@ class no_cache:
         _record_caches = self._previous
 
 
+def recording() -> bool:
+    """True outside ``no_cache()``: forwards keep what their backward needs."""
+    return _record_caches
+
+
 class Parameter:
     """An array ``data`` with the gradient ``grad`` accumulated into it (zeros after ``zero_grad``)."""
 
     def __init__(self, data):
         self.data = data
         self.grad = _xp().zeros_like(data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+
+class Buffer:
+    """An array ``data`` that belongs to the model's state but is not trained (no ``grad``)."""
+
+    def __init__(self, data):
+        self.data = data
 
     @property
     def shape(self):
@@ -62,6 +82,19 @@ class Module:
                     out[key] = item
                 elif isinstance(item, Module):
                     out.update(item.named_parameters(key + "."))
+        return out
+
+    def named_buffers(self, prefix=""):
+        """``{"backbone.stem.norm.running_mean": Buffer, ...}`` in attribute order."""
+        out = {}
+        for name, value in vars(self).items():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for i, item in enumerate(items):
+                key = f"{prefix}{name}" + (f".{i}" if isinstance(value, (list, tuple)) else "")
+                if isinstance(item, Buffer):
+                    out[key] = item
+                elif isinstance(item, Module):
+                    out.update(item.named_buffers(key + "."))
         return out
 
     def zero_grad(self):
@@ -202,8 +235,42 @@ class GroupNorm(Module):
         return dx
 
 
-class ReLU(Module):
+class FrozenBatchNorm2d(Module):
+    """y = x * s + t per channel, from the frozen ``weight, bias, running_mean, running_var``
+    (buffers; see :mod:`mrcnn_np.ops.norm`). Starts as the identity (w = 1, b = 0, mean 0, var 1)."""
+
+    def __init__(self, channels, eps=0.0, dtype="float32"):
+        super().__init__()
+        xp = _xp()
+        self.weight = Buffer(xp.ones(channels, dtype=dtype))
+        self.bias = Buffer(xp.zeros(channels, dtype=dtype))
+        self.running_mean = Buffer(xp.zeros(channels, dtype=dtype))
+        self.running_var = Buffer(xp.ones(channels, dtype=dtype))
+        self.eps = eps
+
+    def arrays(self):
+        return (self.weight.data, self.bias.data, self.running_mean.data, self.running_var.data)
+
     def forward(self, x):
+        out, cache = F.frozen_batch_norm_forward(x, *self.arrays(), self.eps)
+        self._push(cache)
+        return out
+
+    def backward(self, dout):
+        return F.frozen_batch_norm_backward(dout, self._pop())
+
+
+class ReLU(Module):
+    """``inplace=True`` overwrites its input during inference (no cache, no second buffer); use it
+    only where the input is a fresh array nobody else reads (a conv's output)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        if self.inplace and not _record_caches:
+            return get_array_module(x).maximum(x, 0, out=x)
         out, cache = F.relu_forward(x)
         self._push(cache)
         return out

@@ -31,15 +31,12 @@ from typing import Iterator
 
 import numpy as np
 
+from ..model.transform import SIZE_DIVISIBILITY
 from .coco import image_to_float_chw
 from .transforms import hflip, input_hw, resize_and_pad, resize_longest
 
 __all__ = ["SIZE_DIVISIBILITY", "load_sample", "resize_for_model", "pad_batch", "iterate_batches",
            "BatchLoader"]
-
-#: Padded inputs are multiples of this: the coarsest feature map (C5) has stride 32, so every level's
-#: map then covers the input exactly and the FPN's 2x upsampling lines up.
-SIZE_DIVISIBILITY = 32
 
 
 def resize_for_model(image: np.ndarray, target: dict, input_size) -> tuple[np.ndarray, dict]:

@@ -142,15 +142,25 @@ class AnchorGenerator:
         """``A_l`` for each level: the RPN head's conv must output ``A_l`` objectness channels."""
         return [c.shape[0] for c in self.cell]
 
-    def __call__(self, feature_sizes, dtype=np.float32, xp=None):
-        """feature_sizes: ``[(H_l, W_l)]`` one per level. Returns a list of ``(H_l W_l A_l, 4)``
-        arrays (read-only NumPy arrays, or ``xp`` arrays if an array module is given)."""
-        feature_sizes = [tuple(f) for f in feature_sizes]
+    def strides_for(self, feature_sizes, input_size):
+        """Per level ``(input_h // H_l, input_w // W_l)``: torchvision's strides, measured on the padded
+        input. They are the nominal ones (4, 8, 16, 32) whenever the input is a multiple of 32; the
+        P6 grid (``ceil(H_5 / 2)`` rows) gives others: an 800-row input has a 13-row P6, stride 61."""
+        ih, iw = (int(v) for v in input_size)
+        return [(ih // h, iw // w) for h, w in feature_sizes]
+
+    def __call__(self, feature_sizes, dtype=np.float32, xp=None, input_size=None):
+        """feature_sizes: ``[(H_l, W_l)]`` one per level; ``input_size`` ``(H, W)`` of the padded input
+        (strides from :meth:`strides_for`; default: the constructor's ``strides``). Returns a list of
+        ``(H_l W_l A_l, 4)`` arrays (read-only NumPy arrays, or ``xp`` arrays if an array module is
+        given)."""
+        feature_sizes = [tuple(int(v) for v in f) for f in feature_sizes]
         if len(feature_sizes) != self.num_levels:
             raise ValueError(f"feature_sizes: expected {self.num_levels} (H, W) pairs (one per "
                              f"level), got {len(feature_sizes)}")
+        strides = (self.strides if input_size is None else self.strides_for(feature_sizes, input_size))
         out = [grid_anchors(c, s, f, self.offset, dtype)
-               for c, s, f in zip(self.cell, self.strides, feature_sizes)]
+               for c, s, f in zip(self.cell, strides, feature_sizes)]
         if xp is not None and xp is not np:
             out = [xp.asarray(a) for a in out]
         return out

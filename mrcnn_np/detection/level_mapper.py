@@ -54,9 +54,13 @@ class LevelMapper:
         """boxes: ``(R, 4)`` -> int64 ``(R,)``, ``clamp(floor(k0 + log2(sqrt(area)/s0) + eps)) - k_min``."""
         check_boxes("boxes", boxes)
         xp = get_array_module(boxes)
-        area = xp.maximum(box_area(boxes.astype(xp.float64)), 0)
+        # NOTE: in the boxes' own float dtype, as torchvision computes it: a RoI within a rounding
+        # error of a level boundary then goes where torchvision's goes.
+        dt = boxes.dtype if boxes.dtype.kind == "f" else np.dtype(np.float64)
+        area = xp.maximum(box_area(boxes.astype(dt, copy=False)), 0)
         with np.errstate(divide="ignore"):                  # log2(0) = -inf -> clamps to k_min
-            k = xp.floor(self.canonical_level + xp.log2(xp.sqrt(area) / self.canonical_scale) + self.eps)
+            k = xp.floor(dt.type(self.canonical_level) + xp.log2(xp.sqrt(area) / dt.type(self.canonical_scale))
+                         + dt.type(self.eps))
         k = xp.clip(k, self.k_min, self.k_max)
         return (k - self.k_min).astype(xp.int64)
 

@@ -52,9 +52,13 @@ import numpy as np
 from ..backend import get_array_module, to_numpy
 from .boxes import BoxCoder, _image_size, check_boxes, clip_boxes, remove_small_boxes
 from ..functional import batched_nms
+from ..ops.interpolate import interpolate_bilinear
 
-__all__ = ["postprocess_boxes", "select_class_masks", "paste_masks", "postprocess_masks",
-           "detections_to_original"]
+__all__ = ["postprocess_boxes", "select_class_masks", "paste_masks", "paste_masks_torchvision",
+           "postprocess_masks", "detections_to_original", "PASTE_MODES"]
+
+#: ``paste_masks(mode=...)``: our pixel-centre sampling, or torchvision's ``paste_masks_in_image``.
+PASTE_MODES = ("centres", "torchvision")
 
 
 def _softmax(x):
@@ -135,13 +139,18 @@ def _axis_weights(xp, lo, hi, size, m, dtype):
     return start, xp.asarray(inside), xp.asarray(rows)
 
 
-def paste_masks(masks, boxes, image_size, threshold: float = 0.5):
+def paste_masks(masks, boxes, image_size, threshold: float = 0.5, mode: str = "centres"):
     """Paste box-relative mask probabilities into the image.
 
     masks ``(D, m, m)`` probabilities (or ``(D, m_h, m_w)``), boxes ``(D, 4)``, image_size ``(h, w)``
-    -> ``(D, h, w)`` bool; see the module docstring for the sampling. ``M = bilinear >= threshold``
-    inside the box, ``False`` elsewhere.
+    -> ``(D, h, w)`` bool; see the module docstring for the sampling. ``mode="centres"``:
+    ``M = bilinear >= threshold`` inside the box, ``False`` elsewhere; ``mode="torchvision"``:
+    :func:`paste_masks_torchvision` (``> threshold``).
     """
+    if mode == "torchvision":
+        return paste_masks_torchvision(masks, boxes, image_size, threshold)
+    if mode != "centres":
+        raise ValueError(f"mode: expected one of {PASTE_MODES}, got {mode!r}")
     check_boxes("boxes", boxes)
     if getattr(masks, "ndim", None) != 3 or masks.shape[0] != boxes.shape[0]:
         raise ValueError(f"masks: expected shape ({boxes.shape[0]}, m, m) (one per box), got "
@@ -164,6 +173,40 @@ def paste_masks(masks, boxes, image_size, threshold: float = 0.5):
     return out
 
 
+def paste_masks_torchvision(masks, boxes, image_size, threshold: float | None = 0.5, padding: int = 1):
+    """torchvision's ``paste_masks_in_image`` (module docstring): masks ``(D, m, m)`` probabilities,
+    boxes ``(D, 4)`` in the pixels of the ``image_size = (H, W)`` image -> ``(D, H, W)``: bool
+    ``> threshold``, or the float probabilities themselves with ``threshold=None`` (what torchvision
+    returns). Computed on the host, one box at a time."""
+    check_boxes("boxes", boxes)
+    if getattr(masks, "ndim", None) != 3 or masks.shape[0] != boxes.shape[0] or masks.shape[1] != masks.shape[2]:
+        raise ValueError(f"masks: expected shape ({boxes.shape[0]}, m, m) (one per box), got "
+                         f"{getattr(masks, 'shape', type(masks).__name__)}")
+    H, W = (int(v) for v in _image_size(image_size))
+    masks = to_numpy(masks)
+    dt = masks.dtype if masks.dtype.kind == "f" else np.dtype(np.float32)
+    d, m, _ = masks.shape
+    padded = np.zeros((d, m + 2 * padding, m + 2 * padding), dt)
+    padded[:, padding : padding + m, padding : padding + m] = masks
+    b = to_numpy(boxes).astype(np.float32)
+    half, s = np.float32(0.5), np.float32((m + 2 * padding) / m)
+    w_half, h_half = (b[:, 2] - b[:, 0]) * half * s, (b[:, 3] - b[:, 1]) * half * s
+    x_c, y_c = (b[:, 2] + b[:, 0]) * half, (b[:, 3] + b[:, 1]) * half
+    # NOTE: .astype(int64) truncates toward zero, as torch's .to(torch.int64): -0.7 -> 0, not -1
+    expanded = np.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half], 1).astype(np.int64)
+    out = np.zeros((d, H, W), dtype=dt if threshold is None else bool)
+    for i, (x1, y1, x2, y2) in enumerate(expanded.tolist()):
+        w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+        x0, x1_ = max(x1, 0), min(x2 + 1, W)
+        y0, y1_ = max(y1, 0), min(y2 + 1, H)
+        if x1_ <= x0 or y1_ <= y0:
+            continue
+        resized = interpolate_bilinear(padded[i : i + 1], (h, w))[0]          # (h, w)
+        part = resized[y0 - y1 : y1_ - y1, x0 - x1 : x1_ - x1]
+        out[i, y0:y1_, x0:x1_] = part if threshold is None else part > threshold
+    return get_array_module(boxes).asarray(out)
+
+
 def postprocess_masks(detections, mask_logits, image_size, threshold: float = 0.5,
                       background_channel: bool = True):
     """Add ``"masks"`` ``(D, h, w)`` bool to ``detections`` (from :func:`postprocess_boxes`), given the
@@ -173,27 +216,32 @@ def postprocess_masks(detections, mask_logits, image_size, threshold: float = 0.
 
 
 def detections_to_original(det: dict, image_size, original_size=None, paste: bool = True,
-                           threshold: float = 0.5) -> dict:
+                           threshold: float = 0.5, mode: str = "centres") -> dict:
     """One image's detections in input pixels -> the original image.
 
     ``det``: ``boxes (D, 4)`` inside the valid area ``image_size = (h, w)``, ``scores``, ``labels``,
     ``mask_probs (D, m, m)``. ``original_size = (H, W)`` (default ``(h, w)``: stay in input pixels).
     Boxes are scaled by ``(W / w, H / h)`` (the resize was a pure per-axis scale, top-left anchored);
     with ``paste``, ``masks (D, H, W)`` bool are pasted from ``mask_probs`` at the original size
-    (module docstring), else ``mask_probs`` is passed on. Returns a new dict.
+    (module docstring), else ``mask_probs`` is passed on. ``mode``: how to paste (``paste_masks``);
+    ``"torchvision"`` also scales the boxes as torchvision does (float32 ratios ``H / h``, no clamp).
+    Returns a new dict.
     """
     h, w = (int(v) for v in _image_size(tuple(image_size)))
     H, W = (h, w) if original_size is None else (int(v) for v in _image_size(tuple(original_size)))
     boxes = det["boxes"]
     xp = get_array_module(boxes)
-    if (H, W) != (h, w):
+    if (H, W) != (h, w) and mode == "torchvision":
+        fx, fy = np.float32(W) / np.float32(w), np.float32(H) / np.float32(h)
+        boxes = boxes * xp.asarray([fx, fy, fx, fy], dtype=boxes.dtype)
+    elif (H, W) != (h, w):
         f = xp.asarray([W / w, H / h, W / w, H / h], dtype=boxes.dtype)
         # NOTE: the minimum guards against x2 = w * (W / w) rounding to just above W in float32.
         boxes = xp.minimum(boxes * f, xp.asarray([W, H, W, H], dtype=boxes.dtype))
     out = {k: v for k, v in det.items() if k != "mask_probs"}
     out["boxes"] = boxes
     if paste:
-        out["masks"] = paste_masks(det["mask_probs"], boxes, (H, W), threshold)
+        out["masks"] = paste_masks(det["mask_probs"], boxes, (H, W), threshold, mode)
     else:
         out["mask_probs"] = det["mask_probs"]
     return out

@@ -5,9 +5,14 @@
     P_k     = output_k(inner_k)                             output: 3x3 conv F -> F
 
 Coarse levels carry semantics down to the fine ones, so even P2 (stride 4) "knows" what it sees.
+With ``extra="maxpool"`` (torchvision's ``LastLevelMaxPool``, the ``r50_fpn`` preset) a fifth level
+``P6 = maxpool_{1x1, stride 2}(P5) = P5[:, :, ::2, ::2]`` (ceil(H5 / 2) rows) gives the RPN a coarser
+grid for the largest anchors; the RoI heads never pool from it.
+
 Backward: each ``dP_k`` enters through ``output_k``; walking from P2 upwards, ``d inner_k`` feeds
 ``lateral_k`` (-> ``dC_k``) and, through the upsampling's backward (a sum over 2x2 blocks), adds to
-``d inner_{k+1}``.
+``d inner_{k+1}``. P6's gradient goes back into P5 through the pooling's backward (each P6 cell to
+the P5 cell it copied).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from .. import nn
 
 
 class FPN(nn.Module):
-    def __init__(self, in_channels, out_channels, rng, dtype):
+    def __init__(self, in_channels, out_channels, rng, dtype, extra="none"):
         super().__init__()
         # NOTE: N(0, 1/fan_in) (the scale of torchvision's FPN init, kaiming_uniform with a=1), half
         # He-normal's variance: these convs have no normalisation after them, so their scale is the
@@ -25,18 +30,27 @@ class FPN(nn.Module):
                         for c in in_channels]
         self.output = [nn.Conv2d(out_channels, out_channels, 3, padding=1, rng=rng, dtype=dtype,
                                  std=(9 * out_channels) ** -0.5) for _ in in_channels]
+        self.p6 = nn.MaxPool2d(1, 2, 0) if extra == "maxpool" else None
+        self.num_levels = len(in_channels) + (self.p6 is not None)
 
     def forward(self, feats):
-        """feats: [C2, C3, C4, C5] -> [P2, P3, P4, P5]."""
+        """feats: [C2, C3, C4, C5] -> [P2, P3, P4, P5] (and P6 with ``extra="maxpool"``)."""
         inner = [None] * len(feats)
         inner[-1] = self.lateral[-1](feats[-1])
         for k in range(len(feats) - 2, -1, -1):
             up, _ = F.upsample_nearest2d_forward(inner[k + 1], 2)
-            inner[k] = self.lateral[k](feats[k]) + up
-        return [self.output[k](inner[k]) for k in range(len(feats))]
+            lat = self.lateral[k](feats[k])
+            lat += up                                           # the 1x1 conv's own output buffer
+            inner[k] = lat
+        out = [self.output[k](inner[k]) for k in range(len(feats))]
+        return out + [self.p6(out[-1])] if self.p6 else out
 
     def backward(self, dP):
-        """dP: gradients of [P2..P5]. Returns [dC2..dC5]."""
+        """dP: gradients of [P2..P5] (and P6). Returns [dC2..dC5]."""
+        dP = list(dP)
+        if self.p6:
+            dP6 = dP.pop()
+            dP[-1] = dP[-1] + self.p6.backward(dP6)
         n = len(dP)
         d_inner = [self.output[k].backward(dP[k]) for k in range(n)]
         dC = [None] * n

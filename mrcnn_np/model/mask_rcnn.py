@@ -1,4 +1,4 @@
-"""Mask R-CNN (notes, section 2): image -> backbone -> FPN -> RPN -> RoIAlign -> box and mask heads.
+"""Mask R-CNN (notes, section 2): image -> transform -> backbone -> FPN -> RPN -> RoIAlign -> heads.
 
 One training step, as the code reads:
 
@@ -17,6 +17,14 @@ padding. The valid area travels with the batch: anchors whose centre lies outsid
 the RPN's loss, and proposals and detections are clipped to it (empty boxes removed before NMS and
 top-k), so nothing is ever detected in the padding. ``predict`` can map its results straight to each
 image's original size (boxes scaled, masks pasted from the ``m x m`` head output at that size).
+
+From raw images. :meth:`MaskRCNN.detect` takes images as they come (``uint8 (H, W, 3)``, any sizes),
+runs the model's own :class:`~mrcnn_np.model.transform.ImageTransform` (resize, normalise, pad, as the
+preset says), predicts, and returns each image's detections at its original size. It is the Python
+entry point of ``mrcnn-np predict``:
+
+    model, meta = mrcnn_np.load_model("r50_coco.npz")
+    det = model.detect(image)[0]      # boxes (D, 4), labels (D,), scores (D,), masks (D, H, W) bool
 """
 from __future__ import annotations
 
@@ -24,13 +32,13 @@ import numpy as np
 
 from .. import nn
 from ..backend import get_array_module, to_numpy
-from ..data.loader import SIZE_DIVISIBILITY
 from ..detection.postprocess import detections_to_original
 from .backbone import Backbone
 from .configs import ModelConfig
 from .fpn import FPN
 from .roi_heads import RoIHeads
 from .rpn import RPN
+from .transform import SIZE_DIVISIBILITY, ImageTransform
 
 LOSS_NAMES = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask")
 
@@ -40,15 +48,17 @@ class MaskRCNN(nn.Module):
         super().__init__()
         rng = np.random.default_rng(seed)
         self.config = config
+        self.transform = ImageTransform(config)
         self.backbone = Backbone(config, rng)
-        self.fpn = FPN(self.backbone.out_channels, config.fpn_channels, rng, config.dtype)
+        self.fpn = FPN(self.backbone.out_channels, config.fpn_channels, rng, config.dtype,
+                       extra=config.fpn_extra)
         self.rpn = RPN(config, rng)
         self.roi_heads = RoIHeads(config, rng)
 
     def _to_model_arrays(self, images, targets=None):
         """Move a batch to where the parameters live (the GPU under ``cupy``): the loader makes host
         arrays, and this is the one place they cross over, once per step."""
-        xp = get_array_module(self.backbone.stem.conv.weight.data)
+        xp = get_array_module(self.backbone.stem.conv.weight.data)   # where the parameters live
         images = xp.asarray(images)
         if targets is not None:
             targets = [{k: (xp.asarray(v) if hasattr(v, "dtype") else v) for k, v in t.items()}
@@ -98,7 +108,7 @@ class MaskRCNN(nn.Module):
         images = images.astype(self.config.dtype, copy=False)
         feats = self.fpn(self.backbone(images))
         sizes = self._image_sizes(images, targets)
-        rpn_props, outs, anchors = self.rpn.forward(feats, sizes, True)
+        rpn_props, outs, anchors = self.rpn.forward(feats, sizes, True, input_size=images.shape[2:])
         props = [p for p, _ in rpn_props] if proposals is None else proposals
         loss_rpn_cls, loss_rpn_box = self.rpn.loss(outs, anchors, [t["boxes"] for t in targets], rng,
                                                    sizes)
@@ -108,9 +118,10 @@ class MaskRCNN(nn.Module):
 
     def backward(self):
         """Accumulate d(sum of the losses)/d(parameter) into every Parameter.grad."""
-        d_rpn = self.rpn.backward()
+        d_feats = self.rpn.backward()
         d_roi = self.roi_heads.backward()
-        d_feats = [a + b for a, b in zip(d_rpn, d_roi)]        # the two branches meet in P2..P5
+        for k, d in enumerate(d_roi):                          # the two branches meet in P2..P5
+            d_feats[k] = d_feats[k] + d                        # (P6, if any, is the RPN's alone)
         self.backbone.backward(self.fpn.backward(d_feats))
 
     def predict(self, images, image_sizes=None, original_sizes=None, paste: bool = True):
@@ -135,11 +146,23 @@ class MaskRCNN(nn.Module):
         images = images.astype(self.config.dtype, copy=False)
         with nn.no_cache():
             feats = self.fpn(self.backbone(images))
-            proposals, _, _ = self.rpn.forward(feats, sizes, False)
+            proposals, _, _ = self.rpn.forward(feats, sizes, False, input_size=images.shape[2:])
             dets = self.roi_heads.predict(feats, [p for p, _ in proposals], sizes)
             dets = [{k: to_numpy(v) for k, v in d.items()} for d in dets]     # results live on the host
-        return [detections_to_original(det, size, orig, paste)
+        return [detections_to_original(det, size, orig, paste, mode=self.config.paste)
                 for det, size, orig in zip(dets, sizes, originals)]
+
+    def detect(self, images, paste: bool = True):
+        """Detections for raw images, at their original sizes.
+
+        images: one ``uint8 (H, W, 3)`` RGB array or a list of them (any sizes; float ``(3, H, W)``
+        in ``[0, 1]`` also works). The model's transform resizes, normalises and pads them (the
+        preset's rule), then :meth:`predict` runs. Returns per image ``{boxes (D, 4) float32 in the
+        image's pixels, scores (D,), labels (D,) in 1..K, masks (D, H, W) bool}`` by decreasing
+        score (``paste=False``: ``mask_probs (D, m, m)`` instead of ``masks``).
+        """
+        batch, sizes, originals = self.transform(images)
+        return self.predict(batch, sizes, originals, paste=paste)
 
 
 def build_model(config: ModelConfig, seed: int = 0) -> MaskRCNN:

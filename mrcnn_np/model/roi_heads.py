@@ -14,7 +14,9 @@ Losses (notes, section 5), over the RoIs sampled per image (positives first):
 The paper's ablations are config options (``configs.py``): ``mask_loss="softmax"`` gives the head K+1
 channels and a per-pixel softmax over them (``softmax_mask_cross_entropy_*``, target class
 ``label * M(p)``; Table 2b); ``mask_head="fc"`` swaps in :class:`MaskHeadFC` (Table 2e);
-``pooler``/``pool_level`` change how both heads pool (Table 2c, 2d).
+``pooler``/``pool_level`` change how both heads pool (Table 2c, 2d). ``mask_background_channel``
+gives the sigmoid head K+1 channels of which channel ``c`` is class ``c`` (torchvision's layout,
+channel 0 unused), so ``r50_fpn`` loads torchvision's 91-channel predictor as it is.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ class BoxHead(nn.Module):
         # not move AP.
         self.fc6 = nn.Linear(in_features, fc, rng=rng, dtype=dtype, bound=in_features ** -0.5)
         self.fc7 = nn.Linear(fc, fc, rng=rng, dtype=dtype, bound=fc ** -0.5)
-        self.relu6, self.relu7 = nn.ReLU(), nn.ReLU()
+        self.relu6, self.relu7 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
         self.cls_score = nn.Linear(fc, num_classes + 1, rng=rng, dtype=dtype, bound=fc ** -0.5)
         self.bbox_pred = nn.Linear(fc, 4 * (num_classes + 1), rng=rng, dtype=dtype, bound=fc ** -0.5)
 
@@ -63,7 +65,7 @@ class MaskHead(nn.Module):
         super().__init__()
         self.convs = [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, rng=rng,
                                 dtype=dtype) for i in range(n_convs)]
-        self.relus = [nn.ReLU() for _ in range(n_convs + 1)]
+        self.relus = [nn.ReLU(inplace=True) for _ in range(n_convs + 1)]
         self.deconv = nn.ConvTranspose2d(channels, channels, 2, stride=2, rng=rng, dtype=dtype)
         self.logits = nn.Conv2d(channels, num_classes, 1, rng=rng, dtype=dtype, std=0.001)
 
@@ -85,13 +87,16 @@ class RoIHeads(nn.Module):
         c, k, dt = cfg.fpn_channels, cfg.num_classes, cfg.dtype
         self.cfg = cfg
         pool = dict(op=getattr(cfg, "pooler", "roi_align"), level=getattr(cfg, "pool_level", 0))
+        pool["aligned"] = cfg.roi_aligned
         self.box_pooler = MultiScaleRoIAlign(cfg.box_pool, cfg.sampling_ratio, cfg.canonical_scale,
                                              cfg.canonical_level, **pool)
         self.mask_pooler = MultiScaleRoIAlign(cfg.mask_pool, cfg.sampling_ratio, cfg.canonical_scale,
                                               cfg.canonical_level, **pool)
         self.box_head = BoxHead(c * cfg.box_pool ** 2, cfg.box_fc, k, rng, dt)
         self.softmax_masks = getattr(cfg, "mask_loss", "sigmoid") == "softmax"
-        k_mask = k + 1 if self.softmax_masks else k             # softmax: a background channel too
+        # a background channel: the softmax needs one; torchvision's sigmoid head has one unused
+        self.background_channel = self.softmax_masks or cfg.mask_background_channel
+        k_mask = k + 1 if self.background_channel else k
         if getattr(cfg, "mask_head", "fcn") == "fc":
             self.mask_head = MaskHeadFC(c, cfg.mask_pool, cfg.mask_fc, k_mask, cfg.mask_size, rng, dt)
         else:
@@ -134,7 +139,7 @@ class RoIHeads(nn.Module):
                 pixel_class = (pos_labels[:, None, None] * (mask_targets > 0.5)).astype(xp.int64)
                 loss_mask, c_mask = L.softmax_mask_cross_entropy_forward(mask_logits, pixel_class)
             else:
-                own = mask_logits[xp.arange(len(pos_labels)), pos_labels - 1]     # (P, 28, 28)
+                own = mask_logits[xp.arange(len(pos_labels)), self._channel(pos_labels)]  # (P, 28, 28)
                 loss_mask, c_mask = F.sigmoid_bce_with_logits_forward(own, mask_targets)
             self._mask_shape = mask_logits.shape
         self._cache = (c_cls, c_box, c_mask, pos, labels, n_rois, box_deltas.shape, pooled.shape,
@@ -156,11 +161,15 @@ class RoIHeads(nn.Module):
                 d_mask_logits = L.softmax_mask_cross_entropy_backward(d_mask, c_mask)
             else:
                 d_mask_logits = xp.zeros(self._mask_shape, dtype=d_logits.dtype)
-                d_mask_logits[xp.arange(len(pos_labels)), pos_labels - 1] = \
+                d_mask_logits[xp.arange(len(pos_labels)), self._channel(pos_labels)] = \
                     F.sigmoid_bce_with_logits_backward(d_mask, c_mask)
             d_mask_feats = self.mask_pooler.backward(self.mask_head.backward(d_mask_logits))
             d_feats = [a + b for a, b in zip(d_feats, d_mask_feats)]
         return d_feats
+
+    def _channel(self, labels):
+        """The mask channel of each label: ``label`` with a background channel, else ``label - 1``."""
+        return labels if self.background_channel else labels - 1
 
     def predict(self, feats, proposals, image_sizes):
         """Inference: per image ``{boxes (D, 4), scores, labels, mask_probs (D, m, m)}``, boxes in input
@@ -180,11 +189,12 @@ class RoIHeads(nn.Module):
                 mrois = xp.concatenate([xp.zeros((len(boxes), 1), boxes.dtype), boxes], 1)
                 mask_logits = self.mask_head(self.mask_pooler.forward(one, mrois))
             else:
-                mask_logits = xp.zeros((0, self.cfg.num_classes + self.softmax_masks, self.cfg.mask_size,
-                                        self.cfg.mask_size), dtype=props.dtype)
+                mask_logits = xp.zeros((0, self.cfg.num_classes + self.background_channel,
+                                        self.cfg.mask_size, self.cfg.mask_size), dtype=props.dtype)
             if self.softmax_masks:          # the class must win the per-pixel softmax (argmax)
                 mask_logits = softmax_winner_margin(mask_logits)
-            probs = select_class_masks(mask_logits, det["labels"], background_channel=self.softmax_masks)
+            probs = select_class_masks(mask_logits, det["labels"],
+                                       background_channel=self.background_channel)
             results.append({**det, "boxes": boxes, "mask_probs": probs})
         return results
 

@@ -29,7 +29,7 @@ class RPNHead(nn.Module):
     def __init__(self, channels, num_anchors, rng, dtype):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1, rng=rng, dtype=dtype, std=0.01)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.cls = nn.Conv2d(channels, num_anchors, 1, rng=rng, dtype=dtype, std=0.01)
         self.bbox = nn.Conv2d(channels, 4 * num_anchors, 1, rng=rng, dtype=dtype, std=0.01)
 
@@ -59,8 +59,10 @@ def _unflatten(d_o, d_d, shape):
 class RPN(nn.Module):
     def __init__(self, cfg, rng):
         super().__init__()
+        n_levels = len(cfg.anchor_sizes)                       # P2..P5, or P2..P6
         self.anchor_gen = AnchorGenerator(sizes=cfg.anchor_sizes, aspect_ratios=cfg.aspect_ratios,
-                                          strides=(4, 8, 16, 32))
+                                          strides=(4, 8, 16, 32, 64)[:n_levels],
+                                          offset=cfg.anchor_offset, round_base=cfg.anchor_round)
         self.head = RPNHead(cfg.fpn_channels, len(cfg.aspect_ratios), rng, cfg.dtype)
         self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
         self.matcher = Matcher(cfg.rpn_fg_iou, cfg.rpn_bg_iou, allow_low_quality_matches=True)
@@ -68,15 +70,18 @@ class RPN(nn.Module):
         self.train_settings = ProposalSettings(cfg.rpn_pre_nms_train, cfg.rpn_post_nms_train, cfg.rpn_nms)
         self.test_settings = ProposalSettings(cfg.rpn_pre_nms_test, cfg.rpn_post_nms_test, cfg.rpn_nms)
 
-    def forward(self, feats, image_sizes, training):
-        """feats: [P2..P5]. Returns (proposals per image, flat outputs (obj, deltas) per level, anchors)."""
+    def forward(self, feats, image_sizes, training, input_size=None):
+        """feats: [P2..P5] (or P2..P6); input_size: the padded input's ``(H, W)`` (default: 4 x P2's).
+        Returns (proposals per image, flat outputs (obj, deltas) per level, anchors)."""
         outs, shapes = [], []
         for p in feats:
             o, d = self.head(p)
             shapes.append(o.shape)
             outs.append(_flatten(o, d))
+        if input_size is None:
+            input_size = (4 * feats[0].shape[2], 4 * feats[0].shape[3])    # P2 has stride 4
         anchors = self.anchor_gen([p.shape[2:] for p in feats], dtype=feats[0].dtype,
-                                  xp=get_array_module(feats[0]))
+                                  xp=get_array_module(feats[0]), input_size=input_size)
         settings = self.train_settings if training else self.test_settings
         # NOTE: proposals are constants: no gradient flows back through the boxes they select.
         proposals = generate_proposals([o for o, _ in outs], [d for _, d in outs], anchors,
