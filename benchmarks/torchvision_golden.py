@@ -185,6 +185,8 @@ def run_photo(model, name, arr, x):
 
     def keep(key):
         def fn(_m, _inp, out):
+            if key == "roi_heads":      # transform.postprocess then rewrites these dicts in place
+                out = ([{k: v.clone() for k, v in d.items()} for d in out[0]], out[1])
             rec[key] = out
         return fn
 

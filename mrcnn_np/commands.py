@@ -16,10 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .atomic import atomic_write_json
 from .backend import to_numpy
 from .checkpoint import load_checkpoint, read_metadata
-from .data import CocoDataset, iterate_batches
-from .data.coco import decode_rle, image_to_float_chw
-from .data.loader import pad_batch
-from .data.transforms import resize_longest
+from .data import CocoDataset
+from .data.coco import decode_rle
 from .detection.postprocess import paste_masks
 from .evaluate import evaluate_coco, masks_to_rles, predictions_to_coco_results
 from .model import ModelConfig, build_model, get_config
@@ -54,6 +52,11 @@ def load_model(checkpoint):
 def _labels_to_cat_ids(meta) -> dict:
     extra = meta.get("extra") or {}
     return {int(k): int(v) for k, v in extra.get("label_to_cat_id", {}).items()}
+
+
+def _labels_are_category_ids(mapping: dict) -> bool:
+    """An imported torchvision model: label k is COCO category k (its 90 labels, N/A ones included)."""
+    return len(mapping) > 0 and all(k == v for k, v in mapping.items()) and len(mapping) == 90
 
 
 def run_train(config: str, data, out, *, steps=None, max_minutes=None, batch_size=4, lr=None,
@@ -93,23 +96,26 @@ def predict_dataset(model, ds, batch_size=8) -> dict:
     """{image_id: prediction at the original image size} for every image of ``ds``.
 
     Each prediction has ``boxes``, ``scores``, ``labels`` (original pixels) and ``segmentation``, one
-    COCO RLE per detection: the ``m x m`` mask pasted straight at the original size and encoded one
-    detection at a time, so memory does not grow with (detections x pixels) over the dataset.
+    COCO RLE per detection: the ``m x m`` mask pasted straight at the original size (the model's
+    ``config.paste`` rule) and encoded one detection at a time, so memory does not grow with
+    (detections x pixels) over the dataset. Images go through the model's own transform.
     """
     preds = {}
-    for images, targets in iterate_batches(ds, batch_size, model.config.image_size, shuffle=False):
-        sizes = [t["resized_size"] for t in targets]
-        originals = [t["orig_size"] for t in targets]
-        for r, t in zip(model.predict(images, sizes, originals, paste=False), targets):
-            preds[t["image_id"]] = _host_prediction(r, t["orig_size"])
+    for start in range(0, len(ds), batch_size):
+        indices = range(start, min(start + batch_size, len(ds)))
+        images = [ds[i][0] for i in indices]
+        batch, sizes, originals = model.transform(images)
+        for i, r, orig in zip(indices, model.predict(batch, sizes, originals, paste=False), originals):
+            preds[ds.image_ids[i]] = _host_prediction(r, orig, model.config.paste)
+        del images, batch
     return preds
 
 
-def _host_prediction(r: dict, orig_size) -> dict:
+def _host_prediction(r: dict, orig_size, paste="centres") -> dict:
     """One image's ``model.predict(..., paste=False)`` result -> NumPy boxes/scores/labels and RLEs."""
     boxes = to_numpy(r["boxes"])
     return {"boxes": boxes, "scores": to_numpy(r["scores"]), "labels": to_numpy(r["labels"]),
-            "segmentation": masks_to_rles(to_numpy(r["mask_probs"]), boxes, tuple(orig_size))}
+            "segmentation": masks_to_rles(to_numpy(r["mask_probs"]), boxes, tuple(orig_size), mode=paste)}
 
 
 def decode_masks(pred: dict) -> np.ndarray:
@@ -129,6 +135,14 @@ def run_eval(checkpoint, data, out) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     model, meta = load_model(checkpoint)
     ds = open_split(data, "val")
+    mapping = _labels_to_cat_ids(meta)
+    if _labels_are_category_ids(mapping):
+        # an imported COCO model: its labels are COCO category ids, whatever subset the data has
+        unknown = sorted(set(ds.cat_id_to_label) - set(mapping.values()))
+        if unknown:
+            raise ValueError(f"--data {data}: category ids {unknown[:10]} are not among the "
+                             f"{len(mapping)} categories {checkpoint} predicts")
+        return evaluate_coco(predict_dataset(model, ds), ds, out, per_class=True, label_to_cat_id=mapping)
     if ds.num_classes != model.config.num_classes:
         raise ValueError(f"--data {data}: {ds.num_classes} classes, but {checkpoint} was trained "
                          f"for {model.config.num_classes}")
@@ -164,21 +178,18 @@ def read_image_file(path) -> np.ndarray:
 def predict_image(model, image: np.ndarray) -> dict:
     """One ``uint8 (H, W, 3)`` image -> ``{boxes, scores, labels, mask_probs}``, boxes in its pixels.
 
-    The image is resized so that its longer side is ``model.config.image_size`` and padded to a
-    multiple of 32; detections are clipped to the resized image (never in the padding) and mapped
-    back to ``(H, W)``. Masks are left as the head's ``m x m`` probabilities: paste them with
-    :func:`mrcnn_np.detection.postprocess.paste_masks` at ``(H, W)``, a few at a time.
+    The model's transform resizes the image (its preset's rule: the longer side to
+    ``config.image_size``, or torchvision's short side 800 for ``r50_fpn``), normalises and pads it;
+    detections are clipped to the resized image (never in the padding) and mapped back to ``(H, W)``.
+    Masks are left as the head's ``m x m`` probabilities: paste them with
+    :func:`mrcnn_np.detection.postprocess.paste_masks` (``mode=model.config.paste``) at ``(H, W)``, a
+    few at a time.
     """
-    h, w = image.shape[:2]
-    empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
-             "masks": np.zeros((0, h, w), np.uint8)}
-    resized, meta = resize_longest(image, empty, model.config.image_size)
-    batch, _ = pad_batch([image_to_float_chw(resized)])                  # (1, 3, Hb, Wb)
-    r = model.predict(batch, [meta["resized_size"]], [(h, w)], paste=False)[0]
+    r = model.detect(image, paste=False)[0]
     return {k: to_numpy(v) for k, v in r.items()}
 
 
-def _draw_overlay(image, pred: dict, score_thresh, class_names, title, save_path) -> None:
+def _draw_overlay(image, pred: dict, score_thresh, class_names, title, save_path, paste="centres") -> None:
     """Draw the detections with ``score >= score_thresh``, at most :data:`OVERLAY_MAX_SIDE` pixels on
     the longer side: the masks are pasted from ``mask_probs`` straight at the overlay's size, only
     for the drawn detections."""
@@ -192,7 +203,7 @@ def _draw_overlay(image, pred: dict, score_thresh, class_names, title, save_path
         image = np.asarray(Image.fromarray(image).resize((sw, sh), Image.BILINEAR))
         boxes = boxes * np.array([sw / w, sh / h, sw / w, sh / h], boxes.dtype)
         h, w = sh, sw
-    masks = paste_masks(pred["mask_probs"][shown], boxes, (h, w))      # (shown, h, w) bool
+    masks = paste_masks(pred["mask_probs"][shown], boxes, (h, w), mode=paste)   # (shown, h, w) bool
     draw_instances(image, boxes, pred["labels"][shown], pred["scores"][shown], masks, class_names,
                    title=title, save_path=save_path)
 
@@ -233,12 +244,13 @@ def run_predict(inputs, checkpoint, out, score_thresh=0.5) -> dict:
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": path.name, "path": str(path), "width": w, "height": h})
         pred = predict_image(model, image)
-        rles = masks_to_rles(pred["mask_probs"], pred["boxes"], (h, w))
+        rles = masks_to_rles(pred["mask_probs"], pred["boxes"], (h, w), mode=model.config.paste)
         bbox, segm = predictions_to_coco_results({image_id: {**pred, "segmentation": rles}}, mapping)
         # One entry per detection with both keys (detectron2 writes the same): loadRes then takes
         # each entry's area from its box, for the small/medium/large split.
         results += [{**b, "segmentation": sg["segmentation"]} for b, sg in zip(bbox, segm)]
-        _draw_overlay(image, pred, score_thresh, class_names, path.name, out / f"{path.stem}_pred.png")
+        _draw_overlay(image, pred, score_thresh, class_names, path.name, out / f"{path.stem}_pred.png",
+                      paste=model.config.paste)
         del image
     atomic_write_json(out / "results.json", results)
     atomic_write_json(out / "images.json", {"images": images, "skipped": skipped}, indent=1)

@@ -250,7 +250,7 @@ def _cocoeval(gt: COCO, results: list, iou_type: str, image_ids, verbose: bool,
 
 def evaluate_coco(predictions, ground_truth, out_path=None, *, iou_types=("bbox", "segm"),
                   image_ids=None, results_dir=None, verbose: bool = False,
-                  per_class: bool = False) -> dict:
+                  per_class: bool = False, label_to_cat_id: dict | None = None) -> dict:
     """COCO AP/AR of ``predictions`` against ``ground_truth`` (a :class:`CocoDataset` or JSON path).
 
     Returns ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"}}`` for each of
@@ -259,6 +259,8 @@ def evaluate_coco(predictions, ground_truth, out_path=None, *, iou_types=("bbox"
     ``segm_results.json`` (inputs to ``COCO.loadRes``). ``verbose`` lets pycocotools print its table.
     ``per_class=True`` adds ``"per_class": {class name: {"AP", "AP50", "AP75"}}`` under each IoU type,
     read from pycocotools' precision array (:func:`per_class_ap`); ``mrcnn-np eval`` writes it.
+    ``label_to_cat_id``: how the predictions' labels map to category ids (default: the ground truth's
+    own contiguous labels; an imported COCO model's labels *are* category ids, ``{k: k}``).
     See the module docstring for which images count and the zero-detection rule.
     """
     for t in iou_types:
@@ -278,7 +280,8 @@ def evaluate_coco(predictions, ground_truth, out_path=None, *, iou_types=("bbox"
         unknown = [i for i in image_ids if i not in known]
         if unknown:
             raise ValueError(f"image_ids: {unknown[:5]} not in {gt_path}")
-    _, label_to_cat_id, _ = category_mapping(gt.dataset["categories"])
+    if label_to_cat_id is None:
+        _, label_to_cat_id, _ = category_mapping(gt.dataset["categories"])
     sizes = {im["id"]: (im["height"], im["width"]) for im in gt.dataset["images"]}
     bbox_res, segm_res = predictions_to_coco_results(preds, label_to_cat_id, sizes,
                                                      with_masks="segm" in iou_types)

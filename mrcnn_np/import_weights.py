@@ -191,9 +191,9 @@ def model_to_state_dict(model) -> dict:
 
 
 def coco_extra() -> dict:
-    """The checkpoint ``extra`` of an imported COCO model: class names of labels 1..90 and the
-    identity label -> category id map."""
-    return {"class_names": list(COCO_CATEGORIES[1:]),
+    """The checkpoint ``extra`` of an imported COCO model: the 91 names (``class_names[label]``, 0 the
+    background) and the identity label -> category id map."""
+    return {"class_names": list(COCO_CATEGORIES),
             "label_to_cat_id": {str(k): k for k in range(1, len(COCO_CATEGORIES))},
             "source": "torchvision maskrcnn_resnet50_fpn COCO_V1 (imported)"}
 
