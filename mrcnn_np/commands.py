@@ -92,14 +92,21 @@ def _planned_steps(checkpoint: Path):
     return int(planned) if planned is not None else None
 
 
-def predict_dataset(model, ds, batch_size=8) -> dict:
+def predict_dataset(model, ds, batch_size=None) -> dict:
     """{image_id: prediction at the original image size} for every image of ``ds``.
+
+    ``batch_size`` images are padded into one batch (default 8; 1 for ``resize="min_max"`` presets
+    such as ``r50_fpn``, whose photos differ in size: as torchvision's reference evaluation does,
+    each image is then predicted alone, since padding it to a larger neighbour changes its anchors'
+    strides and the RPN's top-k, hence its detections).
 
     Each prediction has ``boxes``, ``scores``, ``labels`` (original pixels) and ``segmentation``, one
     COCO RLE per detection: the ``m x m`` mask pasted straight at the original size (the model's
     ``config.paste`` rule) and encoded one detection at a time, so memory does not grow with
     (detections x pixels) over the dataset. Images go through the model's own transform.
     """
+    if batch_size is None:
+        batch_size = 1 if model.config.resize == "min_max" else 8
     preds = {}
     for start in range(0, len(ds), batch_size):
         indices = range(start, min(start + batch_size, len(ds)))

@@ -242,3 +242,32 @@ def test_predict_end_to_end_matches_torchvision(r50_checkpoint, backend, tmp_pat
         forward = _one_to_one(g["boxes"], g["det_labels"], g["det_scores"], gm, ob, ol, os_, om)
         backward = _one_to_one(ob, ol, os_, om, g["boxes"], g["det_labels"], g["det_scores"], gm)
         assert forward >= 0.95 and backward >= 0.95, (name, backend, forward, backward, len(mine))
+
+
+def test_eval_on_a_coco_folder(r50_checkpoint, tmp_path):
+    """``mrcnn-np eval`` of the imported model on a COCO folder whose ground truth is torchvision's
+    own detections: category ids are torchvision's labels, so AP is ~1 when the detections agree."""
+    import shutil
+    split = tmp_path / "val"
+    (split / "images").mkdir(parents=True)
+    images, anns, cats = [], [], set()
+    for i, name in enumerate(PHOTOS, start=1):
+        g = golden(name)
+        shutil.copy(GOLDEN / "photos" / f"{name}.jpg", split / "images" / f"{name}.jpg")
+        h, w = (int(v) for v in g["original_size"])
+        images.append({"id": i, "file_name": f"{name}.jpg", "width": w, "height": h})
+        for box, label, rle in zip(g["boxes"], g["det_labels"], json.loads(str(g["masks_rle"]))):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            if rle["counts"] in ("", None) or decode_rle({"size": rle["size"], "counts": rle["counts"].encode()}).sum() == 0:
+                continue                                   # an empty mask is no object
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(label), "iscrowd": 0,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "segmentation": rle})
+            cats.add(int(label))
+    (split / "annotations.json").write_text(json.dumps({
+        "images": images, "annotations": anns,
+        "categories": [{"id": c, "name": str(c)} for c in sorted(cats)]}))
+    out = tmp_path / "metrics.json"
+    assert main(["eval", "--checkpoint", str(r50_checkpoint), "--data", str(tmp_path), "--out", str(out),
+                 "--backend", "numba"]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["bbox"]["AP"] > 0.95 and metrics["segm"]["AP"] > 0.95, metrics
