@@ -38,9 +38,13 @@ class FPN(nn.Module):
         inner = [None] * len(feats)
         inner[-1] = self.lateral[-1](feats[-1])
         for k in range(len(feats) - 2, -1, -1):
-            up, _ = F.upsample_nearest2d_forward(inner[k + 1], 2)
             lat = self.lateral[k](feats[k])
-            lat += up                                           # the 1x1 conv's own output buffer
+            # inner_k = lat + upsample_x2(inner_{k+1}), upsampling and sum in one pass: each of the four
+            # 2x2 sub-grids of lat gets inner_{k+1} added, in place in the 1x1 conv's own output (no
+            # upsampled copy, and both operands keep the conv's memory layout)
+            for u in (0, 1):
+                for v in (0, 1):
+                    lat[:, :, u::2, v::2] += inner[k + 1]
             inner[k] = lat
         out = [self.output[k](inner[k]) for k in range(len(feats))]
         return out + [self.p6(out[-1])] if self.p6 else out

@@ -18,6 +18,9 @@ Every conv is ``cols @ W`` with ``cols[(n, i, j), (u, v, c)] = x_pad[n, s*i + u,
   read it, ``y + p = s*i + u``. Each task writes only its own pixels: no races, no atomics, and the
   padding border is never computed (the reference builds the padded gradient, then crops it).
 
+* 3x3 stride-1 convs that are big and wide enough (ResNet-50's P2 level, the mask head of 100 RoIs)
+  run by Winograd's F(2x2, 3x3) instead (:mod:`.winograd`): 2.25x fewer multiplications.
+
 Compared with the reference's stride-1 scheme (one GEMM per kernel offset on the flattened input),
 one GEMM with ``K = kh*kw*C`` runs BLAS at a better shape and the backward's ``dX`` becomes one GEMM
 plus one gather instead of nine GEMMs and nine read-modify-write passes. Outputs are NCHW views of
@@ -31,34 +34,50 @@ from numba import prange
 from mrcnn_np.dispatch import register
 from mrcnn_np.ops.conv import check_conv2d_args, check_conv_transpose2d_args
 
+from . import winograd
 from ._jit import kernel
 
 
 _CHUNK_ELEMENTS = 1 << 20      # numbers in one chunk's cols (4 MiB in float32): stays in cache
+_MIN_CHUNK_ROWS = 1024         # ...but at least this many GEMM rows, which BLAS needs to run at speed
 
 
 @kernel
-def _im2col(x, n0, n1, kh, kw, s, p, out_h, out_w):
-    """Images n0..n1-1 of x (N, H, W, C) NHWC -> cols ((n1-n0)*out_h*out_w, kh*kw*C), zero where
-    the window leaves x."""
+def _im2col(x, r0, r1, kh, kw, s, p, out_h, out_w):
+    """Output rows r0..r1-1 (row ``n * out_h + i``) of x (N, H, W, C) NHWC -> cols
+    ((r1 - r0) * out_w, kh*kw*C), zero where the window leaves x.
+
+    The kw taps of one kernel row read kw neighbouring pixels, i.e. ``kw * C`` consecutive numbers of
+    the NHWC input when the stride is 1 and the window is inside: that run is copied as one block."""
     _, h, w, c_n = x.shape
-    cols = np.empty(((n1 - n0) * out_h * out_w, kh * kw * c_n), dtype=x.dtype)
-    for task in prange((n1 - n0) * out_h):
-        m, i = task // out_h, task % out_h
-        n = n0 + m
-        for j in range(out_w):
-            row = (m * out_h + i) * out_w + j
-            for u in range(kh):
-                y = s * i + u - p
+    seg = kw * c_n
+    flat = x.reshape(-1)
+    cols = np.empty(((r1 - r0) * out_w, kh * seg), dtype=x.dtype)
+    for task in prange((r1 - r0) * out_w):
+        r = r0 + task // out_w
+        n, i, j = r // out_h, r % out_h, task % out_w
+        x0 = s * j - p
+        for u in range(kh):
+            y = s * i + u - p
+            k0 = u * seg
+            if y < 0 or y >= h:
+                for t in range(seg):
+                    cols[task, k0 + t] = 0
+            elif s == 1 and x0 >= 0 and x0 + kw <= w:
+                base = ((n * h + y) * w + x0) * c_n
+                for t in range(seg):
+                    cols[task, k0 + t] = flat[base + t]
+            else:
                 for v in range(kw):
-                    xx = s * j + v - p
-                    k0 = (u * kw + v) * c_n
-                    if 0 <= y < h and 0 <= xx < w:
+                    xx = x0 + v
+                    kv = k0 + v * c_n
+                    if 0 <= xx < w:
+                        base = ((n * h + y) * w + xx) * c_n
                         for c in range(c_n):
-                            cols[row, k0 + c] = x[n, y, xx, c]
+                            cols[task, kv + c] = flat[base + c]
                     else:
                         for c in range(c_n):
-                            cols[row, k0 + c] = 0
+                            cols[task, kv + c] = 0
     return cols
 
 
@@ -92,6 +111,16 @@ def _nhwc(a):
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
 
 
+def _row_chunks(n, out_h, out_w, k):
+    """Slices ``(r0, r1)`` of the output rows (``n * out_h + i``) whose cols hold about
+    _CHUNK_ELEMENTS numbers, and at least _MIN_CHUNK_ROWS GEMM rows: whole images for the toy presets'
+    small maps, a few rows of one image for a 1,200-pixel-wide ResNet-50 level."""
+    rows = n * out_h
+    step = max(1, _CHUNK_ELEMENTS // max(out_w * k, 1), -(-_MIN_CHUNK_ROWS // max(out_w, 1)))
+    for r0 in range(0, rows, step):
+        yield r0, min(rows, r0 + step)
+
+
 def _image_chunks(n, numbers_per_image):
     """Slices of whole images whose cols hold about _CHUNK_ELEMENTS numbers."""
     step = max(1, _CHUNK_ELEMENTS // max(numbers_per_image, 1))
@@ -111,20 +140,25 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     out_h, out_w = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
     x_nhwc = _nhwc(x)
     w2d = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(cout, kh * kw * c)  # (u, v, c) order
+    has_bias = b is not None
     rows = out_h * out_w                                          # output pixels per image
     if _is_1x1(kh, kw, stride, padding):
         out = x_nhwc.reshape(n * h * wd, c) @ w2d.T               # a 1x1 conv needs no gather
+    elif winograd.applies(n, c, cout, out_h, out_w, kh, kw, stride, padding):
+        out = winograd.conv3x3(x_nhwc, w, b)                      # big 3x3 convs: winograd.py
+        b = None                                                  # (its output transform added it)
     else:
-        # NOTE: chunks of images keep each cols block in cache (and under the allocator's reuse
-        # threshold); the backward rebuilds cols the same way instead of keeping them.
+        # NOTE: chunks of output rows keep each cols block near the cache (and under the allocator's
+        # reuse threshold) instead of one (H*W, 9C) matrix per image (560 MB for a 3x3 conv on
+        # ResNet-50's P2); the backward rebuilds cols the same way instead of keeping them.
         out = np.empty((n * rows, cout), dtype=x.dtype)
-        for n0, n1 in _image_chunks(n, rows * kh * kw * c):
-            cols = _im2col(x_nhwc, n0, n1, kh, kw, stride, padding, out_h, out_w)
-            np.matmul(cols, w2d.T, out=out[n0 * rows : n1 * rows])     # (rows, C_out) per image
+        for r0, r1 in _row_chunks(n, out_h, out_w, kh * kw * c):
+            cols = _im2col(x_nhwc, r0, r1, kh, kw, stride, padding, out_h, out_w)
+            np.matmul(cols, w2d.T, out=out[r0 * out_w : r1 * out_w])   # (pixels, C_out)
     if b is not None:
         out += b
     out = out.reshape(n, out_h, out_w, cout).transpose(0, 3, 1, 2)
-    return out, (x_nhwc, w2d, w.shape, stride, padding, b is not None)
+    return out, (x_nhwc, w2d, w.shape, stride, padding, has_bias)
 
 
 @register("numba", "conv2d_backward", any_layout=True)
@@ -142,7 +176,7 @@ def conv2d_backward(dout, cache):
         dw2d = np.zeros((cout, kh * kw * c), dtype=x_nhwc.dtype)
         dx = np.empty_like(x_nhwc)
         for n0, n1 in _image_chunks(n, rows * kh * kw * c):
-            cols = _im2col(x_nhwc, n0, n1, kh, kw, stride, padding, out_h, out_w)
+            cols = _im2col(x_nhwc, n0 * out_h, n1 * out_h, kh, kw, stride, padding, out_h, out_w)
             d = d2[n0 * rows : n1 * rows]
             dw2d += d.T @ cols                                     # dW = dY^T cols
             _col2im(d @ w2d, kh, kw, stride, padding, out_h, out_w, dx[n0:n1])  # dX = col2im(dY W)
@@ -179,7 +213,7 @@ def conv_transpose2d_backward(dout, cache):
     dw2d = np.zeros((cin, kh * kw * cout), dtype=x2d.dtype)
     rows = h * wd
     for n0, n1 in _image_chunks(n, rows * kh * kw * cout):
-        dcols = _im2col(d, n0, n1, kh, kw, stride, padding, h, wd)        # (rows, kh*kw*C_out)
+        dcols = _im2col(d, n0 * h, n1 * h, kh, kw, stride, padding, h, wd)  # (rows, kh*kw*C_out)
         np.matmul(dcols, w2d.T, out=dx[n0 * rows : n1 * rows])
         dw2d += x2d[n0 * rows : n1 * rows].T @ dcols
     dx = dx.reshape(n, h, wd, cin).transpose(0, 3, 1, 2)

@@ -1,0 +1,218 @@
+"""``r50_fpn`` inference per image against torchvision's ``maskrcnn_resnet50_fpn``, on the CPU, at the same
+thread count, per stage, with the peak memory of each: ratios measured in one run.
+
+    OPENBLAS_CORETYPE= ... python benchmarks/bench_r50.py [--photos astronaut chelsea] [--repeats 5]
+                                                          [--threads 2] [--backends numpy numba]
+
+Run it with a Python that has torch and torchvision besides mrcnn-np's requirements (a separate venv;
+PyTorch is never a dependency of mrcnn-np): without torch it measures mrcnn-np alone and says so.
+Each (runner, photo) is measured in its own child process, so that each peak RSS is its own:
+one unmeasured forward (Numba compiles, caches fill), then ``--repeats`` timed ones; medians are
+reported. Both models hold the same weights (:mod:`mrcnn_np.fixture_weights`, calibrated on the
+photos), so they find the same ~100 detections and do the same work in the mask head and the paste.
+
+Stages (torchvision's modules, timed by forward hooks; ours called one by one, as ``predict`` does):
+``transform`` (normalise, resize to 800, pad), ``backbone`` (ResNet-50 body), ``fpn``, ``rpn`` (head,
+anchors, top-k, NMS), ``roi_heads`` (box head, postprocess, mask head) and ``paste`` (boxes and masks
+back to the original image: torchvision's float masks, our bool masks).
+
+Writes ``benchmarks/results/r50.json`` (``--out``): machine, BLAS, versions, per runner and photo the
+median stage times, the total and the peak RSS, and the ratios to torchvision.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+GOLDEN = ROOT / "tests" / "golden"
+STAGES = ("transform", "backbone", "fpn", "rpn", "roi_heads", "paste")
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fixture():
+    import numpy as np
+    from mrcnn_np.fixture_weights import fixture_state_dict
+    meta = json.loads((GOLDEN / "r50" / "golden.json").read_text())
+    shapes = {k: tuple(v) for k, v in meta["state_dict_shapes"]}
+    return fixture_state_dict(shapes, dict(np.load(GOLDEN / "r50" / "calibration.npz")))
+
+
+def _photo(name):
+    import numpy as np
+    from PIL import Image
+    return np.asarray(Image.open(GOLDEN / "photos" / f"{name}.jpg").convert("RGB"))
+
+
+def run_torchvision(photo, repeats, threads):
+    import torch
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from torchvision_golden import build_model
+    torch.set_num_threads(threads)
+    model = build_model()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in _fixture().items()})
+    image = _photo(photo)
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
+    loaded = _peak_mib()
+    marks = {}
+
+    def pre(name):
+        return lambda *_: marks.__setitem__(name + "0", time.perf_counter())
+
+    def post(name):
+        return lambda *_: marks.__setitem__(name + "1", time.perf_counter())
+
+    for name, module in (("transform", model.transform), ("backbone", model.backbone.body),
+                         ("fpn", model.backbone.fpn), ("rpn", model.rpn), ("roi_heads", model.roi_heads)):
+        module.register_forward_pre_hook(pre(name))
+        module.register_forward_hook(post(name))
+    postprocess = model.transform.postprocess
+
+    def timed_postprocess(*a, **k):
+        marks["paste0"] = time.perf_counter()
+        out = postprocess(*a, **k)
+        marks["paste1"] = time.perf_counter()
+        return out
+
+    model.transform.postprocess = timed_postprocess
+    runs = []
+    with torch.no_grad():
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            out = model([x])[0]
+            total = time.perf_counter() - t0
+            # the transform's hook spans its forward only (normalise, resize, pad)
+            runs.append({**{s: marks[s + "1"] - marks[s + "0"] for s in STAGES}, "total": total})
+    return runs[1:], len(out["boxes"]), loaded
+
+
+def run_ours(backend, photo, repeats, threads):
+    import mrcnn_np
+    from mrcnn_np import nn
+    from mrcnn_np.allocator import keep_freed_memory
+    from mrcnn_np.backend import to_numpy
+    from mrcnn_np.detection.postprocess import detections_to_original
+    from mrcnn_np.import_weights import state_dict_to_model
+    from mrcnn_np.model import build_model, get_config
+    keep_freed_memory()                        # as the mrcnn-np command does (mrcnn_np/allocator.py)
+    mrcnn_np.set_backend(backend)
+    model = build_model(get_config("r50_fpn"))
+    state_dict_to_model(_fixture(), model)
+    image = _photo(photo)
+    loaded = _peak_mib()
+    runs = []
+    for i in range(repeats + 1):
+        t = [time.perf_counter()]
+        batch, sizes, originals = model.transform([image])
+        t.append(time.perf_counter())
+        with nn.no_cache():
+            C = model.backbone(batch)
+            t.append(time.perf_counter())
+            P = model.fpn(C)
+            t.append(time.perf_counter())
+            props, _, _ = model.rpn.forward(P, sizes, False, input_size=batch.shape[2:])
+            t.append(time.perf_counter())
+            det = model.roi_heads.predict(P, [p for p, _ in props], sizes)[0]
+            det = {k: to_numpy(v) for k, v in det.items()}
+            t.append(time.perf_counter())
+        out = detections_to_original(det, sizes[0], originals[0], paste=True, mode=model.config.paste)
+        t.append(time.perf_counter())
+        del C, P
+        runs.append({**{s: t[k + 1] - t[k] for k, s in enumerate(STAGES)}, "total": t[-1] - t[0]})
+    return runs[1:], len(out["boxes"]), loaded
+
+
+def child(args):
+    if args.child == "torchvision":
+        runs, n_det, loaded = run_torchvision(args.photo, args.repeats, args.threads)
+    else:
+        runs, n_det, loaded = run_ours(args.child, args.photo, args.repeats, args.threads)
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(json.dumps({"runner": args.child, "photo": args.photo, "median_s": med,
+                      "runs_total_s": [r["total"] for r in runs], "detections": n_det,
+                      "peak_rss_mib": _peak_mib(), "rss_after_load_mib": loaded}))
+
+
+def _blas():
+    try:
+        from threadpoolctl import threadpool_info
+        return [(i.get("internal_api"), i.get("architecture"), i.get("num_threads")) for i in threadpool_info()]
+    except ImportError:
+        return "threadpoolctl not installed"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", nargs="+", default=["astronaut", "chelsea"])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backends", nargs="+", default=["numpy", "numba"])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "r50.json"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--photo", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child(args)
+    env = {**os.environ, **{v: str(args.threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                           "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
+    try:
+        import torch
+        import torchvision
+        versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+        runners = ["torchvision"] + args.backends
+    except ImportError as exc:
+        print(f"torch not importable ({exc}): measuring mrcnn-np alone, no ratios")
+        versions, runners = {}, list(args.backends)
+    import numba
+    import numpy
+    versions.update(numpy=numpy.__version__, numba=numba.__version__, python=platform.python_version())
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    print(f"machine: {cpu}, {os.cpu_count()} cores; threads {args.threads}; BLAS {_blas()}; {versions}")
+    results = []
+    for photo in args.photos:
+        for runner in runners:
+            cmd = [sys.executable, __file__, "--child", runner, "--photo", photo, "--repeats", str(args.repeats),
+                   "--threads", str(args.threads)]
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if p.returncode:
+                print(f"{runner} on {photo} failed:\n{p.stderr[-2000:]}")
+                continue
+            results.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    by = {(r["runner"], r["photo"]): r for r in results}
+    header = f"{'photo':10s} {'runner':12s} " + " ".join(f"{s:>9s}" for s in STAGES) + \
+             f" {'total':>7s} {'ratio':>6s} {'peak MiB':>9s} {'ratio':>6s} {'dets':>5s}"
+    print(header)
+    for r in results:
+        tv = by.get(("torchvision", r["photo"]))
+        ratio = r["median_s"]["total"] / tv["median_s"]["total"] if tv else float("nan")
+        mem = r["peak_rss_mib"] / tv["peak_rss_mib"] if tv else float("nan")
+        r["ratio_to_torchvision"] = {"time": ratio, "peak_rss": mem,
+                                     "stages": {s: r["median_s"][s] / tv["median_s"][s] for s in STAGES} if tv else {}}
+        print(f"{r['photo']:10s} {r['runner']:12s} " + " ".join(f"{r['median_s'][s]:9.3f}" for s in STAGES)
+              + f" {r['median_s']['total']:7.3f} {ratio:6.2f} {r['peak_rss_mib']:9.0f} {mem:6.2f} {r['detections']:5d}")
+    record = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "machine": cpu,
+              "cores": os.cpu_count(), "threads": args.threads, "blas": _blas(), "versions": versions,
+              "unit": "s per image (median), MiB (peak RSS of the process)", "results": results}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
