@@ -16,6 +16,9 @@ Stages (torchvision's modules, timed by forward hooks; ours called one by one, a
 anchors, top-k, NMS), ``roi_heads`` (box head, postprocess, mask head) and ``paste`` (boxes and masks
 back to the original image: torchvision's float masks, our bool masks).
 
+``--ablations`` adds the numba runner with one speed-up off at a time (:data:`VARIANTS`: the FrozenBN
+fold, in-place ReLUs, Winograd's 3x3 convs), to record what each gives.
+
 Writes ``benchmarks/results/r50.json`` (``--out``): machine, BLAS, versions, per runner and photo the
 median stage times, the total and the peak RSS, and the ratios to torchvision.
 """
@@ -98,7 +101,27 @@ def run_torchvision(photo, repeats, threads):
     return runs[1:], len(out["boxes"]), loaded
 
 
-def run_ours(backend, photo, repeats, threads):
+#: ``--ablations``: the numba runner with one of the inference speed-ups switched off.
+VARIANTS = {
+    "no_bn_fold": "each FrozenBN as its own pass after its conv (mrcnn_np.model.backbone.FOLD_FROZEN_BN)",
+    "no_inplace_relu": "every ReLU into a new array (mrcnn_np.nn.INPLACE_RELU)",
+    "no_winograd": "every 3x3 conv by im2col + GEMM (mrcnn_np.backends.numba.winograd.MIN_PIXELS)",
+}
+
+
+def _switch_off(variant):
+    if variant == "no_bn_fold":
+        from mrcnn_np.model import backbone
+        backbone.FOLD_FROZEN_BN = False
+    elif variant == "no_inplace_relu":
+        from mrcnn_np import nn
+        nn.INPLACE_RELU = False
+    elif variant == "no_winograd":
+        from mrcnn_np.backends.numba import winograd
+        winograd.MIN_PIXELS = 1 << 62
+
+
+def run_ours(backend, photo, repeats, threads, variant=None):
     import mrcnn_np
     from mrcnn_np import nn
     from mrcnn_np.allocator import keep_freed_memory
@@ -108,6 +131,8 @@ def run_ours(backend, photo, repeats, threads):
     from mrcnn_np.model import build_model, get_config
     keep_freed_memory()                        # as the mrcnn-np command does (mrcnn_np/allocator.py)
     mrcnn_np.set_backend(backend)
+    if variant:
+        _switch_off(variant)
     model = build_model(get_config("r50_fpn"))
     state_dict_to_model(_fixture(), model)
     image = _photo(photo)
@@ -137,6 +162,8 @@ def run_ours(backend, photo, repeats, threads):
 def child(args):
     if args.child == "torchvision":
         runs, n_det, loaded = run_torchvision(args.photo, args.repeats, args.threads)
+    elif args.child in VARIANTS:
+        runs, n_det, loaded = run_ours("numba", args.photo, args.repeats, args.threads, args.child)
     else:
         runs, n_det, loaded = run_ours(args.child, args.photo, args.repeats, args.threads)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -159,6 +186,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backends", nargs="+", default=["numpy", "numba"])
+    ap.add_argument("--ablations", action="store_true",
+                    help="also time numba with each speed-up off: " + "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "r50.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--photo", help=argparse.SUPPRESS)
@@ -175,6 +204,8 @@ def main(argv=None):
     except ImportError as exc:
         print(f"torch not importable ({exc}): measuring mrcnn-np alone, no ratios")
         versions, runners = {}, list(args.backends)
+    if args.ablations:
+        runners += list(VARIANTS)
     import numba
     import numpy
     versions.update(numpy=numpy.__version__, numba=numba.__version__, python=platform.python_version())

@@ -9,6 +9,7 @@ reference function behind a dispatched ``f``.
 """
 from .dispatch import dispatch_op, dispatch_pair
 from .ops import activation, boxes, conv, linear, losses, nms as _nms, norm, pool, roi_align as _ra
+from .ops import interpolate as _interp
 from .ops import roi_pool as _rp
 
 conv2d_forward, conv2d_backward = dispatch_pair(
@@ -44,6 +45,8 @@ sigmoid_bce_with_logits_forward, sigmoid_bce_with_logits_backward = dispatch_pai
 box_iou = dispatch_op("box_iou", boxes.box_iou, boxes.check_box_iou_args)
 nms = dispatch_op("nms", _nms.nms, _nms.check_nms_args)
 batched_nms = dispatch_op("batched_nms", _nms.batched_nms, _nms.check_batched_nms_args)
+interpolate_bilinear = dispatch_op("interpolate_bilinear", _interp.interpolate_bilinear,
+                                   _interp.check_interpolate_args)
 
 __all__ = [
     "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
@@ -55,5 +58,5 @@ __all__ = [
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "smooth_l1_forward", "smooth_l1_backward",
     "sigmoid_bce_with_logits_forward", "sigmoid_bce_with_logits_backward",
-    "box_iou", "nms", "batched_nms",
+    "box_iou", "nms", "batched_nms", "interpolate_bilinear",
 ]

@@ -260,6 +260,11 @@ class FrozenBatchNorm2d(Module):
         return F.frozen_batch_norm_backward(dout, self._pop())
 
 
+#: ``ReLU(inplace=True)`` modules overwrite their input during inference when this is True (the
+#: default); ``benchmarks/bench_r50.py --ablations`` switches it off to measure what it gives.
+INPLACE_RELU = True
+
+
 class ReLU(Module):
     """``inplace=True`` overwrites its input during inference (no cache, no second buffer); use it
     only where the input is a fresh array nobody else reads (a conv's output)."""
@@ -269,7 +274,7 @@ class ReLU(Module):
         self.inplace = inplace
 
     def forward(self, x):
-        if self.inplace and not _record_caches:
+        if self.inplace and INPLACE_RELU and not _record_caches:
             return get_array_module(x).maximum(x, 0, out=x)
         out, cache = F.relu_forward(x)
         self._push(cache)

@@ -343,3 +343,14 @@ def test_int_targets_and_float64_upstream_gradients():
     out, cache = F.roi_align_forward(feats, np.array([[0, 1.0, 1.0, 9.0, 8.0]]), 2, 0.5, 2, True)
     d = F.roi_align_backward(np.ones(out.shape, np.float64), cache)   # a float64 dout
     assert d.dtype == np.float32
+
+
+@pytest.mark.parametrize("shape, size", [((3, 512, 512), (800, 800)), ((3, 390, 600), (799, 1230)),
+                                         ((1, 30, 30), (57, 101)), ((2, 40, 30), (13, 9)), ((3, 5, 7), (5, 7))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_interpolate_bilinear_kernel_is_the_reference_to_the_bit(shape, size, dtype):
+    from mrcnn_np.backends.numba.interpolate import interpolate_bilinear as kernel
+    from mrcnn_np.ops.interpolate import interpolate_bilinear as reference
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    out = kernel(x, size)
+    assert out.dtype == dtype and np.array_equal(out, reference(x, size))

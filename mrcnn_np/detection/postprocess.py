@@ -52,7 +52,7 @@ import numpy as np
 from ..backend import get_array_module, to_numpy
 from .boxes import BoxCoder, _image_size, check_boxes, clip_boxes, remove_small_boxes
 from ..functional import batched_nms
-from ..ops.interpolate import interpolate_bilinear
+from ..functional import interpolate_bilinear
 
 __all__ = ["postprocess_boxes", "select_class_masks", "paste_masks", "paste_masks_torchvision",
            "postprocess_masks", "detections_to_original", "PASTE_MODES"]

@@ -38,7 +38,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from ..ops.interpolate import interpolate_bilinear
+from ..functional import interpolate_bilinear
 
 __all__ = ["SIZE_DIVISIBILITY", "ImageTransform", "resized_size_min_max", "resized_size_longest",
            "interpolate_bilinear", "pad_images"]

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["interpolate_bilinear", "linear_taps"]
+from ._check import check_float, check_ndim, pair
+
+__all__ = ["interpolate_bilinear", "linear_taps", "check_interpolate_args"]
 
 
 def linear_taps(n_in: int, n_out: int):
@@ -36,11 +38,21 @@ def linear_taps(n_in: int, n_out: int):
     return i0, i1, (np.float32(1) - l1), l1
 
 
+def check_interpolate_args(x, size):
+    """The argument check of :func:`interpolate_bilinear` (kernels get it too); returns ``(h, w)``."""
+    check_ndim("x", x, 3, "(C, H, W)")
+    check_float("x", x)
+    h, w = pair("size", size)
+    if min(x.shape[1:]) < 1:
+        raise ValueError(f"x: expected a non-empty image, got shape {tuple(x.shape)}")
+    return h, w
+
+
 def interpolate_bilinear(x: np.ndarray, size) -> np.ndarray:
     """``F.interpolate(x[None], size, mode="bilinear", align_corners=False)[0]`` (no antialias).
 
     x ``(C, H, W)`` float (NumPy); size ``(h, w)``. Returns ``(C, h, w)`` in x's dtype."""
-    h, w = (int(v) for v in size)
+    h, w = check_interpolate_args(x, size)
     _, H, W = x.shape
     if (h, w) == (H, W):
         return x.copy()

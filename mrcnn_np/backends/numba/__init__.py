@@ -7,7 +7,8 @@ standalone kernel, not registered (``paste_masks`` is not a dispatched op).
 import importlib
 
 #: the op-family files of this backend, each registering its kernels when imported
-MODULES: tuple = ("conv", "pool", "norm", "roi_align", "roi_pool", "losses", "nms", "boxes")
+MODULES: tuple = ("conv", "pool", "norm", "roi_align", "roi_pool", "losses", "nms", "boxes",
+                  "interpolate")
 
 
 def load():

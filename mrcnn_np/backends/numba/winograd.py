@@ -55,7 +55,7 @@ def _filter_transform(w, U):
     T = w.dtype.type
     half = T(0.5)
     for task in prange(k_n * c_n):
-        k, c = task // c_n, task % c_n
+        c, k = task // k_n, task % k_n                     # k fastest: U[xi, c, :] is written in order
         for j in range(3):                                 # G g: (4, 3), column j
             t0 = w[k, c, 0, j]
             t1 = half * (w[k, c, 0, j] + w[k, c, 1, j] + w[k, c, 2, j])
