@@ -154,3 +154,21 @@ def test_frozen_batch_norm_buffers_get_no_gradient_and_round_trip(tmp_path, r50_
     load_checkpoint(path, other)
     for k, b in other.named_buffers().items():
         assert np.array_equal(b.data, buffers[k].data), k
+
+
+def test_python_entry_point_detects_at_the_original_size(tmp_path):
+    """``mrcnn_np.load_model`` + ``model.detect`` on a 640 x 480 photo: everything at 480 x 640."""
+    from mrcnn_np.checkpoint import save_checkpoint
+    model = build_model(get_config("r50_tiny"), seed=0)
+    path = save_checkpoint(tmp_path / "tiny.npz", model)
+    loaded, meta = mrcnn_np.load_model(path)
+    assert meta["config"]["name"] == "r50_tiny"
+    image = (np.random.default_rng(0).random((480, 640, 3)) * 255).astype(np.uint8)
+    det, = loaded.detect(image)
+    d = len(det["boxes"])
+    assert det["masks"].shape == (d, 480, 640) and det["masks"].dtype == bool
+    assert det["labels"].shape == det["scores"].shape == (d,)
+    assert (det["boxes"] >= 0).all() and (det["boxes"][:, 2] <= 640).all() and (det["boxes"][:, 3] <= 480).all()
+    # the transform: short side 128 (r50_tiny's min_size), long side at most 192
+    batch, sizes, originals = loaded.transform([image])
+    assert sizes == [(128, 170)] and batch.shape == (1, 3, 128, 192) and originals == [(480, 640)]
