@@ -73,28 +73,22 @@ class Module:
 
     def named_parameters(self, prefix=""):
         """``{"body.conv1.weight": Parameter, ...}`` in attribute order."""
-        out = {}
-        for name, value in vars(self).items():
-            items = value if isinstance(value, (list, tuple)) else [value]
-            for i, item in enumerate(items):
-                key = f"{prefix}{name}" + (f".{i}" if isinstance(value, (list, tuple)) else "")
-                if isinstance(item, Parameter):
-                    out[key] = item
-                elif isinstance(item, Module):
-                    out.update(item.named_parameters(key + "."))
-        return out
+        return self._named(Parameter, prefix)
 
     def named_buffers(self, prefix=""):
         """``{"backbone.stem.norm.running_mean": Buffer, ...}`` in attribute order."""
+        return self._named(Buffer, prefix)
+
+    def _named(self, kind, prefix):
         out = {}
         for name, value in vars(self).items():
             items = value if isinstance(value, (list, tuple)) else [value]
             for i, item in enumerate(items):
                 key = f"{prefix}{name}" + (f".{i}" if isinstance(value, (list, tuple)) else "")
-                if isinstance(item, Buffer):
+                if isinstance(item, kind):
                     out[key] = item
                 elif isinstance(item, Module):
-                    out.update(item.named_buffers(key + "."))
+                    out.update(item._named(kind, key + "."))
         return out
 
     def zero_grad(self):

@@ -31,7 +31,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..model.transform import SIZE_DIVISIBILITY
+from ..model.transform import SIZE_DIVISIBILITY, pad_images
 from .coco import image_to_float_chw
 from .transforms import hflip, input_hw, resize_and_pad, resize_longest
 
@@ -65,14 +65,8 @@ def pad_batch(images, targets=None, size_divisibility: int = SIZE_DIVISIBILITY):
     ``input_size = (Hb, Wb)``; their ``resized_size`` (the valid area) is left as it is. Returns
     ``(images, targets)`` (new dicts).
     """
-    if not images:
-        raise ValueError("images: expected at least one image")
-    d = int(size_divisibility)
-    hb = -(-max(im.shape[1] for im in images) // d) * d
-    wb = -(-max(im.shape[2] for im in images) // d) * d
-    out = np.zeros((len(images), images[0].shape[0], hb, wb), images[0].dtype)
-    for k, im in enumerate(images):
-        out[k, :, : im.shape[1], : im.shape[2]] = im                     # (3, h, w) -> top-left
+    out = pad_images(images, size_divisibility)                         # (N, 3, Hb, Wb)
+    hb, wb = out.shape[2:]
     if targets is None:
         return out, None
     padded = []
