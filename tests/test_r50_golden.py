@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -37,8 +38,8 @@ from PIL import Image
 
 import mrcnn_np
 from mrcnn_np import nn
+from mrcnn_np.backend import to_numpy
 from mrcnn_np.cli import main
-from mrcnn_np.commands import load_model
 from mrcnn_np.data.coco import decode_rle
 from mrcnn_np.detection.boxes import box_iou
 from mrcnn_np.detection.postprocess import paste_masks_torchvision, select_class_masks
@@ -48,7 +49,8 @@ from mrcnn_np.pth import save_state_dict
 GOLDEN = Path(__file__).parent / "golden"
 META = json.loads((GOLDEN / "r50" / "golden.json").read_text())
 PHOTOS = sorted(META["photos"])
-BACKENDS = ["numpy", "numba"]
+GPU = pytest.mark.gpu
+BACKENDS = ["numpy", "numba", pytest.param("cupy", marks=GPU), pytest.param("numba-cuda", marks=GPU)]
 
 
 def golden(name) -> dict:
@@ -102,19 +104,34 @@ def r50_checkpoint(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def r50(r50_checkpoint):
-    model, meta = load_model(r50_checkpoint)
-    assert meta["extra"]["class_names"][1] == "person" and len(meta["extra"]["class_names"]) == 91
-    return model
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     previous = mrcnn_np.get_backend().name
-    mrcnn_np.set_backend(request.param)
+    try:
+        mrcnn_np.set_backend(request.param)
+    except mrcnn_np.BackendError as exc:
+        if request.param in ("cupy", "numba-cuda") and not os.environ.get("MRCNN_REQUIRE_GPU"):
+            pytest.skip(f"the {request.param} backend cannot run here: {exc}")
+        raise
     yield request.param
     mrcnn_np.set_backend(previous)
+
+
+@pytest.fixture(scope="module")
+def _models():
+    models = {}
+    yield models
+    models.clear()                                     # 180 MB each: gone with this module
+
+
+@pytest.fixture
+def r50(r50_checkpoint, backend, _models):
+    """The imported model, its arrays where the backend keeps them (loaded once per backend)."""
+    if backend not in _models:
+        model, meta = mrcnn_np.load_model(r50_checkpoint)
+        assert meta["extra"]["class_names"][1] == "person" and len(meta["extra"]["class_names"]) == 91
+        _models[backend] = model
+    return _models[backend]
 
 
 def rel(ours, theirs) -> float:
@@ -131,11 +148,12 @@ def _centre_slice(a, n=8):
 
 @pytest.mark.parametrize("name", PHOTOS)
 def test_stage_by_stage(r50, backend, name):
+    xp = mrcnn_np.get_backend().xp
     g = golden(name)
     image = photo(name)
     assert str(g["pixels_sha256"]) == hashlib.sha256(image.tobytes()).hexdigest(), (
         f"{name}.jpg decodes to other pixels than the golden script saw (another JPEG decoder?)")
-    batch, sizes, originals = r50.transform([image])
+    batch, sizes, originals = r50.transform([image])           # on the host, as the model's input
     # transform: torchvision's sizes (floor, not round: coffee is 799 rows) and pixels
     assert sizes == [tuple(g["image_size"])] and batch.shape[2:] == tuple(g["padded_size"])
     assert originals == [tuple(g["original_size"])]
@@ -143,10 +161,10 @@ def test_stage_by_stage(r50, backend, name):
     assert np.abs(x[:, g["input_rows_index"], :] - g["input_rows"]).max() < 1e-5
     assert rel(x.sum(axis=(1, 2)), g["input_channel_sums"]) < 1e-6
     with nn.no_cache():
-        C = r50.backbone(batch)
+        C = r50.backbone(xp.asarray(batch))
         P = r50.fpn(C)
         for level, t in [(f"C{k + 2}", c) for k, c in enumerate(C)] + [(f"P{k + 2}", p) for k, p in enumerate(P)]:
-            a = np.asarray(t[0], np.float64)
+            a = to_numpy(t[0]).astype(np.float64)
             if level.startswith("P"):
                 assert a.shape == tuple(g[f"{level}_shape"]), level
             assert rel(a.mean(axis=(1, 2)), g[f"{level}_mean"]) < 1e-4, level
@@ -154,7 +172,8 @@ def test_stage_by_stage(r50, backend, name):
         # RPN: proposals as sets (near-equal scores may trade places across an NMS decision)
         (boxes, scores), = [p for p in r50.rpn.forward(P, sizes, False, input_size=batch.shape[2:])[0]]
         theirs = g["proposals"]
-        iou = box_iou(theirs.astype(np.float64), np.asarray(boxes, np.float64))
+        boxes, scores = to_numpy(boxes), to_numpy(scores)
+        iou = box_iou(theirs.astype(np.float64), boxes.astype(np.float64))
         twin = iou.argmax(axis=1)
         matched = iou[np.arange(len(theirs)), twin] > 0.999
         assert len(boxes) == len(theirs) == 1000
@@ -162,14 +181,15 @@ def test_stage_by_stage(r50, backend, name):
         assert np.abs(np.asarray(scores)[twin[matched]] - g["proposal_scores"][matched]).max() < 1e-4
         # box head on torchvision's own proposals: no upstream difference carried in
         rois = np.concatenate([np.zeros((len(theirs), 1), np.float32), theirs.astype(np.float32)], 1)
-        logits, deltas = r50.roi_heads.box_head(r50.roi_heads.box_pooler.forward(P, rois))
+        logits, deltas = (to_numpy(a) for a in r50.roi_heads.box_head(r50.roi_heads.box_pooler.forward(P, xp.asarray(rois))))
         assert rel(logits[:200], g["class_logits_head"]) < 1e-3
         assert rel(deltas[:50], g["box_deltas_head"]) < 1e-3
         # mask head on torchvision's detections
         det = g["det_boxes_resized"][:50].astype(np.float32)
         mrois = np.concatenate([np.zeros((len(det), 1), np.float32), det], 1)
-        mask_logits = r50.roi_heads.mask_head(r50.roi_heads.mask_pooler.forward(P, mrois))
-        probs = select_class_masks(mask_logits, g["det_labels"][:50], background_channel=True)
+        mask_logits = r50.roi_heads.mask_head(r50.roi_heads.mask_pooler.forward(P, xp.asarray(mrois)))
+        probs = to_numpy(select_class_masks(mask_logits, xp.asarray(g["det_labels"][:50]),
+                                            background_channel=True))
         assert np.abs(probs - g["det_mask_probs"].astype(np.float32)).max() < 2e-3
 
 
