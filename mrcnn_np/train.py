@@ -123,7 +123,8 @@ def train(model, data, out_dir, *, steps: int | None = None, epochs: int | None 
     ``data``: a :class:`~mrcnn_np.data.BatchLoader` (or anything with ``len()`` = batches per epoch
     and ``epoch(e, start_batch=0)`` -> iterator of ``(images, targets)``), or a dataset, which is
     wrapped in a shuffled ``BatchLoader(data, batch_size, input_size, seed=seed, hflip_prob=hflip_prob)``
-    (``input_size`` defaults to ``model.config.image_size``). The learning rate follows
+    (``input_size`` defaults to ``model.config.image_size``, or to the model's own transform for
+    ``resize="min_max"`` presets such as ``r50_fpn``: short side 800, normalised). The learning rate follows
     ``LRSchedule(lr, T, warmup_steps, warmup_factor, schedule, milestones, gamma)``; the defaults are
     the recipe of ``mrcnn-np train`` (``lr = scaled_lr(images per step)``, ``WARMUP_STEPS``,
     gradients clipped to ``CLIP_NORM``; ``clip_norm=None`` turns clipping off). ``resume=True``
@@ -271,8 +272,11 @@ def _say(message: str) -> None:
 def _as_loader(data, model, batch_size, input_size, hflip_prob, seed):
     if hasattr(data, "epoch") and hasattr(data, "__len__"):
         return data                                          # already a loader
+    config = getattr(model, "config", None)
+    if input_size is None and getattr(config, "resize", None) == "min_max":
+        input_size = model.transform                       # torchvision's rule, as at inference
     if input_size is None:
-        input_size = getattr(getattr(model, "config", None), "image_size", None)
+        input_size = getattr(config, "image_size", None)
     if input_size is None:
         raise ValueError("input_size: a dataset was given and model.config has no image_size; "
                          "pass input_size=(H, W) or a BatchLoader")

@@ -172,3 +172,25 @@ def test_python_entry_point_detects_at_the_original_size(tmp_path):
     # the transform: short side 128 (r50_tiny's min_size), long side at most 192
     batch, sizes, originals = loaded.transform([image])
     assert sizes == [(128, 170)] and batch.shape == (1, 3, 128, 192) and originals == [(480, 640)]
+
+
+def test_training_batches_of_r50_presets_go_through_the_model_transform(tmp_path):
+    """``train`` feeds ``resize="min_max"`` presets the model's own transform (torchvision's short-side
+    rule and normalisation, as at inference), with boxes and masks following the image."""
+    from mrcnn_np.commands import open_split
+    from mrcnn_np.data.loader import load_sample
+    from mrcnn_np.data.shapes import generate_shapes
+    from mrcnn_np.train import train
+    generate_shapes(tmp_path / "s", 3, 1, seed=0, width=150, height=100)
+    ds = open_split(tmp_path / "s", "train")
+    model = build_model(get_config("r50_tiny", num_classes=ds.num_classes), seed=0)
+    image, target = ds[0]
+    x, t = load_sample(ds, 0, model.transform)
+    assert x.shape == (3, 128, 192) and t["resized_size"] == (128, 192)
+    assert np.array_equal(x, model.transform.one(image))                 # normalised: mean 0-ish
+    assert x.min() < 0
+    f = np.array([192 / 150, 128 / 100] * 2, np.float32)
+    assert np.allclose(t["boxes"], target["boxes"] * f, atol=1e-4)
+    assert t["masks"].shape[1:] == (128, 192)
+    summary = train(model, ds, tmp_path / "run", steps=2, batch_size=2, progress=False)
+    assert summary["step"] == 2 and all(np.isfinite(v) for v in summary["final_losses"].values())

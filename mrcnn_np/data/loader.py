@@ -31,9 +31,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..model.transform import SIZE_DIVISIBILITY, pad_images
+from ..model.transform import SIZE_DIVISIBILITY, ImageTransform, pad_images
 from .coco import image_to_float_chw
-from .transforms import hflip, input_hw, resize_and_pad, resize_longest
+from .transforms import hflip, input_hw, resize_and_pad, resize_longest, resize_target
 
 __all__ = ["SIZE_DIVISIBILITY", "load_sample", "resize_for_model", "pad_batch", "iterate_batches",
            "BatchLoader"]
@@ -48,10 +48,18 @@ def resize_for_model(image: np.ndarray, target: dict, input_size) -> tuple[np.nd
 
 def load_sample(dataset, i: int, input_size, flip: bool = False) -> tuple[np.ndarray, dict]:
     """Sample ``i`` of ``dataset`` ready for the model: ``float32 (3, h, w)`` and its target (not yet
-    padded to the batch; see :func:`pad_batch`)."""
+    padded to the batch; see :func:`pad_batch`). ``input_size`` may also be the model's own
+    :class:`~mrcnn_np.model.transform.ImageTransform` (what ``train`` passes for ``r50_fpn``): the
+    image is then resized and normalised exactly as at inference, and the target follows it."""
     image, target = dataset[i]
     if flip:
         image, target = hflip(image, target)
+    if isinstance(input_size, ImageTransform):
+        H, W = image.shape[:2]
+        hw = input_size.resized_size(H, W)
+        target = resize_target(target, (H, W), hw, hw[0] / H)
+        target["index"] = int(i)
+        return input_size.one(image), target
     image, target = resize_for_model(image, target, input_size)
     target["index"] = int(i)
     return image_to_float_chw(image), target
@@ -105,7 +113,8 @@ def iterate_batches(dataset, batch_size: int, input_size, *, shuffle: bool = Tru
         raise ValueError(f"hflip_prob: expected a probability in [0, 1], got {hflip_prob!r}")
     if isinstance(start_batch, bool) or not isinstance(start_batch, (int, np.integer)) or start_batch < 0:
         raise ValueError(f"start_batch: expected a non-negative integer, got {start_batch!r}")
-    input_hw(input_size)                                   # validate early
+    if not isinstance(input_size, ImageTransform):
+        input_hw(input_size)                               # validate early
     # NOTE: the whole epoch's plan is drawn even when starting late, so batch b gets the same images
     # and the same flips as in an uninterrupted epoch.
     order, flips = _epoch_plan(len(dataset), shuffle, seed, epoch, hflip_prob)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-__all__ = ["input_hw", "resize_longest", "resized_hw_longest", "resize_and_pad", "hflip", "resize_masks_nearest", "boxes_to_original",
+__all__ = ["input_hw", "resize_longest", "resize_target", "resized_hw_longest", "resize_and_pad", "hflip", "resize_masks_nearest", "boxes_to_original",
            "masks_to_original", "predictions_to_original"]
 
 
@@ -94,7 +94,16 @@ def _resize(image: np.ndarray, target: dict, hw, scale: float, canvas) -> tuple[
     else:
         out = np.zeros((Sh, Sw) + image.shape[2:], image.dtype)
         out[:h, :w] = resized                                    # pad bottom/right with zeros
+    return out, resize_target(target, (H, W), hw, scale, canvas)
 
+
+def resize_target(target: dict, original_hw, hw, scale: float, canvas=None) -> dict:
+    """The target of an ``original_hw = (H, W)`` image resized to ``hw = (h, w)`` and placed top-left
+    on a ``canvas`` (default ``hw``): boxes scaled by ``(w / W, h / H)``, masks ``(M, Sh, Sw)``
+    resized nearest-neighbour and zero-padded, and the mapping bookkeeping (module docstring)."""
+    H, W = original_hw
+    h, w = hw
+    Sh, Sw = canvas if canvas is not None else hw
     t = dict(target)
     fx, fy = w / W, h / H
     boxes = np.asarray(target["boxes"], np.float32).reshape(-1, 4)
@@ -108,7 +117,7 @@ def _resize(image: np.ndarray, target: dict, hw, scale: float, canvas) -> tuple[
     t["input_size"] = (Sh, Sw)
     t["scale"] = float(scale)
     t["flipped"] = bool(target.get("flipped", False))
-    return out, t
+    return t
 
 
 def resize_longest(image: np.ndarray, target: dict, max_size: int) -> tuple[np.ndarray, dict]:
