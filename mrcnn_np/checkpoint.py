@@ -36,7 +36,7 @@ from .atomic import atomic_write_bytes
 from .backend import get_array_module, to_numpy
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_config", "read_metadata",
-           "FORMAT", "VERSION"]
+           "read_weights", "FORMAT", "VERSION"]
 
 FORMAT = "mrcnn-np checkpoint"
 VERSION = 1
@@ -148,6 +148,19 @@ def read_metadata(path) -> dict:
     without reading the parameters."""
     with _open(path) as z:
         return _parse_meta(z, path)
+
+
+def read_weights(path) -> tuple[dict, dict]:
+    """``(metadata, {name: array})`` of a checkpoint: every parameter and buffer under its model name
+    (the prefixes ``param/`` and ``buffer/`` dropped), as NumPy arrays; the optimizer state is left
+    out. For loading into a model that is not the checkpoint's own (``train --init``)."""
+    with _open(path) as z:
+        meta = _parse_meta(z, path)
+        try:
+            weights = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith((_PARAM, _BUFFER))}
+        except _READ_ERRORS as exc:
+            raise _corrupt(path) from exc
+    return meta, weights
 
 
 def read_config(path) -> dict:

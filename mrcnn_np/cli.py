@@ -72,7 +72,8 @@ def _cmd_train(args) -> int:
     from .model.configs import parse_overrides
     s = _training(run_train, args.config, args.data, args.out, steps=args.steps,
                   max_minutes=args.max_minutes, batch_size=args.batch_size, lr=args.lr,
-                  resume=args.resume, seed=args.seed, overrides=parse_overrides(args.set))
+                  resume=args.resume, seed=args.seed, overrides=parse_overrides(args.set),
+                  init=args.init, trainable_backbone_layers=args.trainable_backbone_layers)
     if s["stopped"] == "already finished":
         fitted = (f" (the planned {s['planned_steps']} fitted to --max-minutes)"
                   if s["total_steps"] < s["planned_steps"] else "")
@@ -118,10 +119,10 @@ def _cmd_import_weights(args) -> int:
         url = os.environ.get("MRCNN_R50_URL") or R50_COCO_URL
         src = download_weights(url)
         print(f"weights in {src}")
-    r = import_weights(src, args.out)
+    r = import_weights(src, args.out, config=args.config)
     extra = f" ({len(r['ignored'])} num_batches_tracked ignored)" if r["ignored"] else ""
     print(f"imported {r['tensors']} tensors from {src} ({r['format']} format){extra} -> {r['out']} "
-          f"(config r50_fpn, 91 COCO labels)")
+          f"(config {args.config}, 91 COCO labels)")
     return 0
 
 
@@ -209,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive, default=None,
                    help="base learning rate (default: 0.02 x min(batch-size, 4) / 4)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--init", default=None, metavar="CKPT.npz",
+                   help="fine-tune from this checkpoint (e.g. import-weights' r50_coco.npz): every "
+                        "weight kept but the class-dependent predictors, re-initialised for the "
+                        "dataset's classes unless they are the checkpoint's")
+    p.add_argument("--trainable-backbone-layers", type=int, choices=range(6), default=None,
+                   metavar="N", help="0-5: the top N of conv1, layer1..layer4 train, the rest are "
+                                     "frozen (torchvision's meaning; default 3 with --init, else 5)")
     p.add_argument("--seed", type=_natural, default=0)
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a config field, e.g. --set mask_loss=softmax --set pooler=roi_pool "
@@ -233,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", nargs="?", default=None, metavar="SRC.pth",
                    help="a torchvision state_dict file (zip or legacy format)")
     p.add_argument("--out", required=True, help="checkpoint to write (.npz)")
+    p.add_argument("--config", default="r50_fpn", choices=("r50_fpn", "r50_tiny"),
+                   help="the preset the file holds (r50_tiny: the same layout at 1/16 of the widths, "
+                        "for tests and examples)")
     p.add_argument("--download", action="store_true",
                    help="fetch the COCO v1 weights from torchvision's URL into $MRCNN_CACHE "
                         "(default ~/.cache/mrcnn-np) first ($MRCNN_R50_URL overrides the URL)")

@@ -61,21 +61,46 @@ def _labels_are_category_ids(mapping: dict) -> bool:
 
 def run_train(config: str, data, out, *, steps=None, max_minutes=None, batch_size=4, lr=None,
               warmup_steps=WARMUP_STEPS, clip_norm=CLIP_NORM, resume=False, seed=0, progress=True,
-              overrides=None) -> dict:
+              overrides=None, init=None, trainable_backbone_layers=None) -> dict:
     """Train preset ``config`` on the train split of ``data`` into ``out`` with the default recipe
     (README, "Training recipe"): ``lr`` defaults to ``scaled_lr`` of the images per step (the batch
     size, or fewer when the dataset is smaller), a warm-up of
     ``warmup_steps`` steps whatever the run's length, gradients clipped to ``clip_norm``.
     ``steps`` defaults to 10 epochs, or, for a resume, to what the run was started with.
-    ``overrides``: config fields set on top of the preset, e.g. ``{"mask_loss": "softmax"}``."""
+    ``overrides``: config fields set on top of the preset, e.g. ``{"mask_loss": "softmax"}``.
+
+    ``init``: a checkpoint to fine-tune from (:mod:`mrcnn_np.finetune`: everything kept but the
+    class-dependent predictors, which are re-initialised unless the dataset's classes are the
+    checkpoint's; one line on stderr says which). ``trainable_backbone_layers`` (0-5, torchvision's
+    meaning) defaults to 3 with ``init`` and 5 (all) without, as torchvision's for a pre-trained
+    backbone or not; a resume keeps the run's own."""
+    from .finetune import coco_label_space, describe_init, init_from_checkpoint
     ds = open_split(data, "train")
-    cfg = get_config(config, **{**(overrides or {}), "num_classes": ds.num_classes})
+    ckpt = Path(out) / CHECKPOINT_NAME
+    resuming = resume and ckpt.exists()
+    labels_from = ckpt if resuming else init        # a resumed run keeps the label space it began with
+    if labels_from is not None:
+        space = coco_label_space(labels_from, ds.categories)
+        if space is not None:
+            ds.use_label_space(*space)
+    overrides = dict(overrides or {})
+    if trainable_backbone_layers is not None:
+        overrides["trainable_backbone_layers"] = trainable_backbone_layers
+    elif "trainable_backbone_layers" not in overrides:
+        overrides["trainable_backbone_layers"] = (
+            read_metadata(ckpt)["config"].get("trainable_backbone_layers", 5) if resuming
+            else 3 if init is not None else 5)
+    cfg = get_config(config, **{**overrides, "num_classes": ds.num_classes})
     model = build_model(cfg, seed=seed)
-    if steps is None:
-        steps = _planned_steps(Path(out) / CHECKPOINT_NAME) if resume else None
-        steps = steps or 10 * max(1, len(ds) // batch_size)
     extra = {"class_names": list(ds.class_names),
              "label_to_cat_id": {str(k): int(v) for k, v in ds.label_to_cat_id.items()}}
+    if init is not None and not resuming:
+        report = init_from_checkpoint(model, init, ds.class_names)
+        print(f"[mrcnn-np train] {describe_init(report, model)}", file=sys.stderr)
+        extra["init"] = {k: report[k] for k in ("source", "reinitialised", "checkpoint_config")}
+    if steps is None:
+        steps = _planned_steps(ckpt) if resume else None
+        steps = steps or 10 * max(1, len(ds) // batch_size)
     summary = train(model, ds, out, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                     clip_norm=clip_norm, checkpoint_every=250, log_every=10,
                     max_minutes=max_minutes, resume=resume, seed=seed, progress=progress,

@@ -24,10 +24,12 @@ from __future__ import annotations
 import collections
 import hashlib
 import zlib
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FIXTURE_SEED", "fixture_state_dict", "fingerprint", "bn_stat_keys", "SCALES"]
+__all__ = ["FIXTURE_SEED", "fixture_state_dict", "fixture_checkpoint", "fingerprint", "bn_stat_keys",
+           "SCALES", "CALIBRATION", "FIXTURE_SOURCE"]
 
 FIXTURE_SEED = 2019
 
@@ -144,3 +146,28 @@ def fingerprint(state: dict) -> str:
         h.update(f"{key}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+#: The committed calibration of the FrozenBN statistics (in the repository, beside the golden files).
+CALIBRATION = Path(__file__).resolve().parent.parent / "tests" / "golden" / "r50" / "calibration.npz"
+FIXTURE_SOURCE = "calibrated fixture (mrcnn_np.fixture_weights): never trained, its detections mean nothing"
+
+
+def fixture_checkpoint(out, calibration=CALIBRATION):
+    """Write the calibrated fixture as an ``r50_fpn`` checkpoint at ``out`` (the layout
+    ``mrcnn-np import-weights`` writes: 91 COCO labels, ``extra["source"]`` saying what it is) and
+    return its path. This is what the course and the fine-tuning example start from when torchvision's
+    real COCO weights are not in the cache."""
+    from .checkpoint import save_checkpoint
+    from .import_weights import coco_extra, model_to_state_dict, state_dict_to_model
+    from .model import build_model, get_config
+    calibration = Path(calibration)
+    if not calibration.is_file():
+        raise FileNotFoundError(f"calibration: {calibration} not found; the fixture's BN statistics "
+                                f"live in the repository (tests/golden/r50/), not in an installed wheel")
+    model = build_model(get_config("r50_fpn"))
+    shapes = {k: v.shape for k, v in model_to_state_dict(model).items()}
+    state_dict_to_model(fixture_state_dict(shapes, dict(np.load(calibration))), model, "fixture")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(out, model, step=0, extra={**coco_extra(), "source": FIXTURE_SOURCE})

@@ -209,7 +209,7 @@ def import_weights(src, out, config: str = "r50_fpn") -> dict:
         raise ValueError(f"--out {out} is a folder; expected the checkpoint file to write (e.g. "
                          f"{out / 'r50_coco.npz'})")
     state = load_state_dict(src)
-    model = build_model(get_config(config))
+    model = build_model(get_config(config, num_classes=len(COCO_CATEGORIES) - 1))   # COCO's 90 labels
     ignored = state_dict_to_model(state, model, source=str(src))
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, model, step=0, extra={**coco_extra(), "imported_from": src.name})

@@ -148,7 +148,10 @@ def train(model, data, out_dir, *, steps: int | None = None, epochs: int | None 
     planned = _total_steps(steps, epochs, len(loader))
     _check_intervals(log_every, checkpoint_every, max_minutes, clip_norm)
     lr = scaled_lr(_images_per_step(loader)) if lr is None else lr
-    params = model.named_parameters()
+    # a frozen backbone piece (config.trainable_backbone_layers) is not the optimizer's: no decay, no
+    # momentum, no share of the clipped norm
+    params = (model.trainable_parameters() if hasattr(model, "trainable_parameters")
+              else model.named_parameters())
     optimizer = SGD(params, lr, momentum=momentum, weight_decay=weight_decay)
 
     def schedule_of(total):

@@ -143,3 +143,13 @@ def test_configs():
         get_config("demo", image_size=100)
     cfg = get_config("small")
     assert type(cfg).from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("mask_head", ["fcn", "fc"])
+def test_an_image_without_proposals_gets_no_detections(mask_head):
+    """The RPN can leave an image no proposal (e.g. early in training, all boxes too small): the heads
+    then return empty detections rather than fail on a (0, C*7*7) reshape."""
+    model = build_model(get_config("tiny", mask_head=mask_head))
+    feats = model.fpn(model.backbone(np.zeros((1, 3, 64, 64), np.float32)))
+    det = model.roi_heads.predict(feats, [np.zeros((0, 4), np.float32)], [(64, 64)])[0]
+    assert det["boxes"].shape == (0, 4) and det["scores"].shape == (0,) and len(det["labels"]) == 0

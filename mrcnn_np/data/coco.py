@@ -293,14 +293,20 @@ class CocoDataset:
     with ``M`` the number of non-crowd annotations (0 for a negative image). Images are in increasing
     image-id order. Image files are looked up at ``images_dir / file_name`` and, failing that (tools
     differ on whether ``file_name`` includes a folder), at ``images_dir / basename(file_name)``.
+
+    ``label_space``: ``(label_to_cat_id, class_names)`` of a model to train in another label space
+    than the dataset's own, e.g. an imported COCO model whose label is the category id (fine-tuning
+    COCO -> COCO keeps its heads); every category of the dataset must be in it.
     """
 
-    def __init__(self, images_dir, annotation_json):
+    def __init__(self, images_dir, annotation_json, label_space=None):
         self.images_dir = Path(images_dir)
         self.annotation_json = Path(annotation_json)
         data = read_coco_json(self.annotation_json)
         self.categories = sorted(data["categories"], key=lambda c: c["id"])
         self.cat_id_to_label, self.label_to_cat_id, self.class_names = category_mapping(self.categories)
+        if label_space is not None:
+            self.use_label_space(*label_space)
         self.images = sorted(data["images"], key=lambda im: im["id"])
         self.image_ids = [im["id"] for im in self.images]
         self._index = {iid: k for k, iid in enumerate(self.image_ids)}
@@ -309,10 +315,22 @@ class CocoDataset:
             self._anns[ann["image_id"]].append(ann)
         self._paths = [self._find_image(im) for im in self.images]
 
+    def use_label_space(self, label_to_cat_id: dict, class_names) -> None:
+        """Label the annotations as a model with ``label_to_cat_id`` (``{label: category id}``) and
+        ``class_names`` does (see ``label_space`` in the class docstring)."""
+        cat_id_to_label = {int(c): int(k) for k, c in label_to_cat_id.items()}
+        missing = [c["id"] for c in self.categories if c["id"] not in cat_id_to_label]
+        if missing:
+            raise CocoFormatError(f"{self.annotation_json}: category ids {missing[:10]} are not in "
+                                  f"the label space given ({len(cat_id_to_label)} categories)")
+        self.cat_id_to_label = cat_id_to_label
+        self.label_to_cat_id = {int(k): int(c) for k, c in label_to_cat_id.items()}
+        self.class_names = list(class_names)
+
     @property
     def num_classes(self) -> int:
         """``K``, the number of object classes (labels run 1..K; 0 is the background)."""
-        return len(self.categories)
+        return len(self.class_names) - 1
 
     def __len__(self) -> int:
         return len(self.images)

@@ -194,22 +194,42 @@ class Backbone(nn.Module):
             c_in = c_out
         self.out_channels = tuple(cfg.stage_channels)
         self.strides = (4, 8, 16, 32)
+        # torchvision's trainable_backbone_layers: of the pieces (conv1, layer1, ..., layer4), the top
+        # N train and the bottom 5 - N are frozen
+        self.frozen = 5 - cfg.trainable_backbone_layers
+
+    def pieces(self):
+        """``[stem, stage 1, ..., stage 4]``: torchvision's ``conv1, layer1, ..., layer4``, bottom up."""
+        return [self.stem, *self.stages]
+
+    def frozen_prefixes(self):
+        """Parameter-name prefixes of the frozen pieces (``"stem."``, ``"stages.0."``, ...)."""
+        return ["stem.", *(f"stages.{i}." for i in range(4))][:self.frozen]
 
     def forward(self, images):
-        x = self.stem(images)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
+        x, feats = images, []
+        for k, piece in enumerate(self.pieces()):
+            if k < self.frozen:
+                # NOTE: a frozen piece's backward never runs, so it keeps no cache (its activations
+                # are freed as soon as the next piece has read them) and its ReLUs work in place.
+                with nn.no_cache():
+                    x = piece(x)
+            else:
+                x = piece(x)
+            if k > 0:
+                feats.append(x)                                 # C2..C5
         return feats
 
     def backward(self, dfeats):
-        """dfeats: gradients of [C2..C5]. Returns d(images).
+        """dfeats: gradients of [C2..C5]. Returns d(images), or None when a piece is frozen: the
+        backward stops at the first frozen piece (nothing below it trains, so nothing is computed).
         C_k feeds both the output and stage k+1, so its gradient is the sum of the two."""
         dx = 0
-        for stage, df in zip(reversed(self.stages), reversed(dfeats)):
-            dx = stage.backward(dx + df)
-        return self.stem.backward(dx)
+        for k in range(4, 0, -1):                               # stage k = piece k, with C_(k+1)
+            if k < self.frozen:
+                return None
+            dx = self.stages[k - 1].backward(dx + dfeats[k - 1])
+        return None if self.frozen else self.stem.backward(dx)
 
 
 class Sequential(nn.Module):

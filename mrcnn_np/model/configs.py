@@ -56,6 +56,9 @@ class ModelConfig:
     bottleneck_expansion: int = 4           # bottleneck width = stage_channels / expansion
     gn_groups: int = 8                      # GroupNorm groups everywhere (must divide every width)
     frozen_bn_eps: float = 0.0              # torchvision's COCO v1 weights: 0 (see ops/norm.py)
+    trainable_backbone_layers: int = 5      # torchvision's meaning: the top N of (conv1, layer1..4)
+                                            # train, the rest are frozen (no gradient, no backward
+                                            # computed); 5 = all. `train --init` defaults to 3
 
     # FPN: P2..P5, one width; "maxpool" adds P6 = P5[::2, ::2] (torchvision's LastLevelMaxPool),
     # seen by the RPN only
@@ -152,6 +155,9 @@ class ModelConfig:
                               ("pooler", ("roi_align", "roi_pool"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        if isinstance(self.trainable_backbone_layers, bool) or self.trainable_backbone_layers not in range(6):
+            raise ValueError(f"trainable_backbone_layers: expected an integer 0..5 (how many of conv1, "
+                             f"layer1..layer4 train, from the top), got {self.trainable_backbone_layers!r}")
         if self.pool_level not in (0, 2, 3, 4, 5):
             raise ValueError(f"pool_level: expected 0 (FPN assignment) or 2..5, got {self.pool_level!r}")
         if self.dtype not in ("float32", "float64"):

@@ -27,9 +27,9 @@ class MaskHeadFC(nn.Module):
 
     def forward(self, x):
         """x (R, C, s, s) -> mask logits (R, K, m, m)."""
-        r = x.shape[0]
+        r, c, s, _ = x.shape
         self._push(x.shape)
-        h = self.relu1(self.fc1(x.reshape(r, -1)))                  # (R, C, s, s) -> (R, C s^2) -> (R, fc)
+        h = self.relu1(self.fc1(x.reshape(r, c * s * s)))            # (R, C, s, s) -> (R, C s^2) -> (R, fc)
         h = self.relu2(self.fc2(h))
         return self.logits(h).reshape((r,) + self.out_shape)         # (R, K m^2) -> (R, K, m, m)
 

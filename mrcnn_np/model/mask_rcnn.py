@@ -55,6 +55,12 @@ class MaskRCNN(nn.Module):
         self.rpn = RPN(config, rng)
         self.roi_heads = RoIHeads(config, rng)
 
+    def trainable_parameters(self) -> dict:
+        """``named_parameters()`` less those of the frozen backbone pieces
+        (``config.trainable_backbone_layers``): what the optimizer updates and clipping measures."""
+        frozen = tuple("backbone." + p for p in self.backbone.frozen_prefixes())
+        return {n: p for n, p in self.named_parameters().items() if not n.startswith(frozen)}
+
     def _to_model_arrays(self, images, targets=None):
         """Move a batch to where the parameters live (the GPU under ``cupy``): the loader makes host
         arrays, and this is the one place they cross over, once per step."""

@@ -49,8 +49,8 @@ class BoxHead(nn.Module):
         self.bbox_pred = nn.Linear(fc, 4 * (num_classes + 1), rng=rng, dtype=dtype, bound=fc ** -0.5)
 
     def forward(self, pooled):
-        r = pooled.shape[0]
-        x = self.relu6(self.fc6(pooled.reshape(r, -1)))        # (R, C, 7, 7) -> (R, C*49)
+        r, c, h, w = pooled.shape
+        x = self.relu6(self.fc6(pooled.reshape(r, c * h * w)))  # (R, C, 7, 7) -> (R, C*49); R may be 0
         x = self.relu7(self.fc7(x))
         return self.cls_score(x), self.bbox_pred(x)
 
