@@ -55,6 +55,14 @@ def _cmd_shapes(args) -> int:
     return 0
 
 
+def _cmd_labelme(args) -> int:
+    from .data.labelme import labelme_to_coco
+    r = labelme_to_coco(args.src, args.out, val_fraction=args.val_fraction, seed=args.seed)
+    print(f"{r['train']} train and {r['val']} val images, {r['instances']} instances of "
+          f"{len(r['categories'])} categories ({', '.join(r['categories'])}) -> {args.out}")
+    return 0
+
+
 def _training(run, *args, **kwargs):
     """``run(*args, **kwargs)``, a NaN stop turned into a ``ValueError`` that says what to try (main
     prints it as one line, exit status 2)."""
@@ -196,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None, help="image width (default: --image-size)")
     p.add_argument("--height", type=int, default=None, help="image height (default: --image-size)")
     p.set_defaults(func=_cmd_shapes)
+
+    p = sub.add_parser("labelme-to-coco", parents=[common],
+                       help="a folder of images with LabelMe polygon JSONs -> a COCO dataset folder")
+    p.add_argument("src", metavar="DIR", help="images, each with its LabelMe .json beside it")
+    p.add_argument("--out", required=True, help="new folder: gets train/ and val/ (images/ + annotations.json)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of the images for val/")
+    p.add_argument("--seed", type=_natural, default=0, help="seed of the train/val split")
+    p.set_defaults(func=_cmd_labelme)
 
     p = sub.add_parser("train", parents=[common], help="train a model on a COCO-format dataset")
     p.add_argument("--config", default="demo", help="preset: tiny, demo, small, r50_fpn, r50_tiny")

@@ -68,6 +68,19 @@ def test_conv2d(dt, stride, padding, k, bias):
     pair_parity("conv2d", (x, w, b), dict(stride=stride, padding=padding), dt, scale=10)
 
 
+@pytest.mark.parametrize("min_rows", [1, 5, 11])
+@pytest.mark.parametrize("stride,padding,k", [(1, 1, 3), (2, 1, 3), (2, 3, 7), (3, 2, 5)])
+def test_conv2d_in_chunks_of_output_rows(monkeypatch, min_rows, stride, padding, k):
+    """Forward and backward in chunks of a few output rows (what ResNet-50's big levels get), the
+    chunks crossing image boundaries: the same as the reference (float64)."""
+    from mrcnn_np.backends.numba import conv as numba_conv
+    monkeypatch.setattr(numba_conv, "_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(numba_conv, "_MIN_CHUNK_ROWS", min_rows)
+    rng = np.random.default_rng(min_rows + k)
+    x, w, b = rand(rng, (3, 4, 11, 9), np.float64), rand(rng, (5, 4, k, k), np.float64, 0.3), None
+    pair_parity("conv2d", (x, w, b), dict(stride=stride, padding=padding), np.float64, scale=10)
+
+
 @pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("stride,padding,k", [(2, 0, 2), (2, 1, 3), (1, 1, 3), (3, 0, 3), (1, 0, 1)])
 def test_conv_transpose2d(dt, stride, padding, k):

@@ -106,6 +106,36 @@ def _col2im(cols, kh, kw, s, p, out_h, out_w, out):
                         out[n, y, xx, c] += cols[row, k0 + c]
 
 
+@kernel
+def _col2im_rows_add(dcols, r0, r1, kh, kw, s, p, out_h, out_w, out):
+    """:func:`_col2im` for output rows r0..r1-1 only (``dcols`` holds their ``(r1 - r0) * out_w``
+    rows), *added* into ``out`` (N, h, w, C): the backward's chunked form. Parallel over the input
+    rows that those output rows read, each task gathering into its own pixels (no races)."""
+    _, h, w, c_n = out.shape
+    i0, i1 = r0 % out_h, (r1 - 1) % out_h
+    g0 = (r0 // out_h) * h + max(0, s * i0 - p)                     # first input row (n * h + y) read
+    g1 = ((r1 - 1) // out_h) * h + min(h - 1, s * i1 - p + kh - 1)   # last
+    for task in prange(g1 - g0 + 1):
+        g = g0 + task
+        n, y = g // h, g % h
+        for u in range(kh):
+            ty = y + p - u                       # = s * i for the output row i that read us
+            if ty < 0 or ty % s != 0 or ty // s >= out_h:
+                continue
+            r = n * out_h + ty // s
+            if r < r0 or r >= r1:
+                continue
+            for xx in range(w):
+                for v in range(kw):
+                    tx = xx + p - v
+                    if tx < 0 or tx % s != 0 or tx // s >= out_w:
+                        continue
+                    row = (r - r0) * out_w + tx // s
+                    k0 = (u * kw + v) * c_n
+                    for c in range(c_n):
+                        out[n, y, xx, c] += dcols[row, k0 + c]
+
+
 def _nhwc(a):
     """(N, C, H, W) -> contiguous (N, H, W, C); free for an NCHW view of an NHWC buffer."""
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
@@ -173,13 +203,15 @@ def conv2d_backward(dout, cache):
         x2d = x_nhwc.reshape(n * h * wd, c)
         dw2d, dx = d2.T @ x2d, (d2 @ w2d).reshape(n, h, wd, c)
     else:
+        # NOTE: in the forward's chunks of output rows: a whole image's cols at ResNet-50's P2 would
+        # be 370 MB, and dY W as much again (this was the training step's peak memory)
         dw2d = np.zeros((cout, kh * kw * c), dtype=x_nhwc.dtype)
-        dx = np.empty_like(x_nhwc)
-        for n0, n1 in _image_chunks(n, rows * kh * kw * c):
-            cols = _im2col(x_nhwc, n0 * out_h, n1 * out_h, kh, kw, stride, padding, out_h, out_w)
-            d = d2[n0 * rows : n1 * rows]
+        dx = np.zeros_like(x_nhwc)
+        for r0, r1 in _row_chunks(n, out_h, out_w, kh * kw * c):
+            cols = _im2col(x_nhwc, r0, r1, kh, kw, stride, padding, out_h, out_w)
+            d = d2[r0 * out_w : r1 * out_w]
             dw2d += d.T @ cols                                     # dW = dY^T cols
-            _col2im(d @ w2d, kh, kw, stride, padding, out_h, out_w, dx[n0:n1])  # dX = col2im(dY W)
+            _col2im_rows_add(d @ w2d, r0, r1, kh, kw, stride, padding, out_h, out_w, dx)  # dX += col2im(dY W)
     dw = dw2d.reshape(cout, kh, kw, c).transpose(0, 3, 1, 2)
     return dx.transpose(0, 3, 1, 2), np.ascontiguousarray(dw), db
 
