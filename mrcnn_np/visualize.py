@@ -32,7 +32,7 @@ from .atomic import atomic_write_bytes
 
 __all__ = ["PALETTE", "to_rgb_uint8", "overlay_masks", "save_figure", "draw_instances",
            "draw_anchors", "draw_proposals", "draw_gt_vs_pred", "draw_prediction_grid", "plot_losses",
-           "read_jsonl"]
+           "read_jsonl", "ema", "default_span"]
 
 # Distinct, saturated colours (RGB 0..255), cycled by instance index.
 PALETTE = np.array([
@@ -324,27 +324,53 @@ def read_jsonl(path) -> list[dict]:
     return records
 
 
-def _moving_average(y: np.ndarray, k: int) -> np.ndarray:
-    """Trailing mean over the last ``k`` finite values (shorter at the start), NaNs skipped."""
-    ok = np.isfinite(y)
-    c = np.concatenate([[0.0], np.cumsum(np.where(ok, y, 0.0))])
-    n = np.concatenate([[0], np.cumsum(ok)])
-    i = np.arange(1, len(y) + 1)
-    lo = np.maximum(0, i - k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (c[i] - c[lo]) / (n[i] - n[lo])
+def ema(y, span: float) -> np.ndarray:
+    """Exponential moving average of ``y`` with ``alpha = 2 / (span + 1)`` (``span`` records):
+    ``s_0 = y_0``, ``s_t = alpha y_t + (1 - alpha) s_{t-1}``. Non-finite values (a record lacking the
+    key) are skipped: they stay NaN in the result and leave ``s`` as it was. ``span <= 1``: ``y`` itself."""
+    y = np.asarray(y, dtype=float)
+    out = np.full(y.shape, np.nan)
+    alpha = 2.0 / (span + 1.0) if span > 1 else 1.0
+    s = None
+    for t, v in enumerate(y):
+        if np.isfinite(v):
+            s = v if s is None else alpha * v + (1.0 - alpha) * s
+            out[t] = s
+    return out
 
 
-def plot_losses(records, keys=None, *, x_key: str | None = None, smooth: int = 0,
-                log_scale: bool = False, title: str = "training losses", figsize=(8, 5),
-                dpi: int = _DPI, save_path=None) -> Figure:
-    """Loss curves from training records: a list of dicts or a JSONL path (one dict per step).
+def default_span(n_records: int) -> int:
+    """The EMA span :func:`plot_losses` uses by default: a twentieth of the run's records (at least 1,
+    i.e. no smoothing, at most 50)."""
+    return int(min(50, max(1, n_records // 20)))
+
+
+def _wants_log_scale(curves, ratio: float = 10.0) -> bool:
+    """True when the terms' typical sizes (the median of each curve's positive values) span at least
+    ``ratio`` (an order of magnitude): on a linear axis the small ones would be flat lines at 0."""
+    medians = [np.median(y[np.isfinite(y) & (y > 0)]) for y in curves if (np.isfinite(y) & (y > 0)).any()]
+    return len(medians) > 1 and max(medians) / min(medians) >= ratio
+
+
+def plot_losses(records, keys=None, *, x_key: str | None = None, smooth: int | None = None,
+                log_scale: bool | None = None, title: str = "training losses", figsize=(8, 5),
+                dpi: int = _DPI, save_path=None, lr_key: str | None = "lr") -> Figure:
+    """Loss curves from training records: a list of dicts or a JSONL path (one dict per step), the
+    ``log.jsonl`` that ``mrcnn-np train`` writes (and draws into ``loss_curve.png`` with the defaults).
 
     ``keys``: the terms to plot (default: those of ``loss, loss_rpn_cls, loss_rpn_box, loss_cls,
-    loss_box, loss_mask`` present, then any other key starting with ``loss``). ``x_key``: the x axis
-    (default the first of ``iter``, ``iteration``, ``step`` present, else the record index). ``smooth``
-    > 1 draws a trailing moving average over that many steps over the faded raw curve. A record
-    lacking a key leaves a gap. Size ``figsize * dpi`` pixels.
+    loss_box, loss_mask`` present, then any other key starting with ``loss``); the total ``loss`` is
+    drawn black and thicker. ``x_key``: the x axis (default the first of ``iter``, ``iteration``,
+    ``step`` present, else the record index).
+
+    ``smooth``: each term is drawn as its exponential moving average (:func:`ema`, span ``smooth``
+    records) over its raw values, drawn faint; ``None`` (default) picks the span
+    :func:`default_span`, ``0`` or ``1`` draws the raw values alone. Only the smoothed lines are in
+    the legend. ``log_scale``: a logarithmic loss axis; ``None`` (default) uses one when the terms'
+    medians differ by an order of magnitude or more. ``lr_key``: if the records have it (``lr``,
+    the learning rate of each step), it is drawn in a panel of its own below the losses, sharing
+    the x axis; ``None`` leaves it out. A record lacking a key leaves a gap. The losses' axes are
+    ``fig.axes[0]``. Size ``figsize * dpi`` pixels.
     """
     if isinstance(records, (str, Path)):
         records = read_jsonl(records)
@@ -357,26 +383,48 @@ def plot_losses(records, keys=None, *, x_key: str | None = None, smooth: int = 0
         x_key = next((k for k in ("iter", "iteration", "step") if k in present), None)
     x = (np.array([float(r.get(x_key, np.nan)) for r in records]) if x_key
          else np.arange(len(records), dtype=float))
+    span = default_span(len(records)) if smooth is None else smooth
+    curves = [np.array([float(r[k]) if r.get(k) is not None else np.nan for r in records]) for k in keys]
+    if log_scale is None:
+        log_scale = _wants_log_scale(curves)
+    show_lr = lr_key is not None and lr_key in present
 
     fig = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for j, k in enumerate(keys):
-        y = np.array([float(r[k]) if r.get(k) is not None else np.nan for r in records])
-        c = f"C{j % 10}"                       # matplotlib's default line colours
-        lw = 2.0 if k == "loss" else 1.2
-        if smooth and smooth > 1:
-            ax.plot(x, y, color=c, alpha=0.25, linewidth=0.8)
-            ax.plot(x, _moving_average(y, smooth), color=c, linewidth=lw, label=k)
+    if show_lr:
+        ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    else:
+        ax = fig.add_subplot(1, 1, 1)
+    j = 0
+    for k, y in zip(keys, curves):
+        if k == "loss":
+            c, lw = "black", 2.0
+        else:
+            c, lw = f"C{j % 10}", 1.3          # matplotlib's default line colours
+            j += 1
+        if span and span > 1:
+            ax.plot(x, y, color=c, alpha=0.2, linewidth=0.8)                 # raw, faint (no legend entry)
+            ax.plot(x, ema(y, span), color=c, linewidth=lw, label=k)
         else:
             ax.plot(x, y, color=c, linewidth=lw, label=k)
     if log_scale:
         ax.set_yscale("log")
-    ax.set_xlabel(x_key or "record")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss (log scale)" if log_scale else "loss")
     ax.set_title(title)
-    ax.grid(True, alpha=0.3)
+    ax.grid(True, alpha=0.3, which="both" if log_scale else "major")
     if keys:
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="best", fontsize=8, ncol=2 if len(keys) > 3 else 1,
+                  title=f"EMA over {span} records, raw faint" if span and span > 1 else None,
+                  title_fontsize=7)
+    bottom = ax
+    if show_lr:
+        lr = np.array([float(r[lr_key]) if r.get(lr_key) is not None else np.nan for r in records])
+        ax_lr.plot(x, lr, color="tab:gray", linewidth=1.2)
+        ax_lr.set_ylabel("learning rate", fontsize=8)
+        ax_lr.ticklabel_format(axis="y", style="plain", useOffset=False)
+        ax_lr.grid(True, alpha=0.3)
+        ax.tick_params(labelbottom=False)
+        bottom = ax_lr
+    bottom.set_xlabel(x_key or "record")
     fig.tight_layout()
     return _finish(fig, save_path)

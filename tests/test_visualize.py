@@ -131,3 +131,63 @@ def test_plot_losses_from_records_and_jsonl(tmp_path):
     assert _png(tmp_path / "small.png").shape == (150, 200, 3)
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [r["loss_mask"] for r in records])
     _no_temporaries(tmp_path)
+
+
+def _ema_by_weights(y, span):
+    """The EMA written as a weighted sum, s_t = (1 - a)^t y_0 + sum_{1 <= j <= t} a (1 - a)^(t - j) y_j,
+    independently of visualize.ema's recursion."""
+    a = 2 / (span + 1)
+    t = np.arange(len(y))
+    w = np.where(t[None, :] <= t[:, None], a * (1 - a) ** (t[:, None] - t[None, :]), 0.0)
+    w[:, 0] = (1 - a) ** t                                  # the first value seeds the average
+    return w @ np.asarray(y, float)
+
+
+def test_plot_losses_draws_an_ema_over_faint_raw_values_and_the_lr_on_its_own_axis(tmp_path):
+    """What `mrcnn-np train` draws into loss_curve.png (the defaults, as train._save calls it): every
+    term smoothed by an EMA over its raw values (faint), the learning rate in a panel of its own, and
+    a log axis because the terms differ by orders of magnitude."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(10, 2010, 10)                           # 200 records, one every 10th step
+    lr = np.minimum(steps / 200, 1) * 0.02 * 0.5 * (1 + np.cos(np.pi * steps / steps[-1]))
+    scales = {"loss_rpn_cls": 0.05, "loss_rpn_box": 0.01, "loss_cls": 0.3, "loss_box": 0.2, "loss_mask": 0.4}
+    records = []
+    for s, l in zip(steps, lr):
+        terms = {k: float(v * np.exp(-s / 800) * rng.uniform(0.5, 1.5)) for k, v in scales.items()}
+        records.append({"step": int(s), "lr": float(l), "loss": sum(terms.values()), **terms,
+                        "grad_norm": 3.0})
+    fig = V.plot_losses(records, x_key="step", save_path=tmp_path / "curve.png")
+    assert _png(tmp_path / "curve.png").shape == (500, 800, 3)
+    ax = fig.axes[0]
+    names = ["loss", *scales]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == names      # smoothed lines only
+    assert ax.get_yscale() == "log"                           # rpn_box ~ 0.01 vs loss ~ 1
+    span = V.default_span(len(records))
+    assert span > 1
+    raw = {k: np.array([r[k] for r in records]) for k in names}
+    labelled = {ln.get_label(): ln for ln in ax.lines}
+    for k in names:
+        smooth = labelled[k]
+        faint, = [ln for ln in ax.lines if ln.get_color() == smooth.get_color() and ln is not smooth]
+        np.testing.assert_allclose(faint.get_ydata(), raw[k])
+        assert faint.get_alpha() < 0.5 and faint.get_label().startswith("_")   # faint, not in the legend
+        np.testing.assert_allclose(smooth.get_ydata(), _ema_by_weights(raw[k], span), rtol=1e-12)
+        assert np.std(np.diff(smooth.get_ydata())) < np.std(np.diff(raw[k]))   # and it is smoother
+    lr_axes = [a for a in fig.axes if a.get_ylabel() == "learning rate"]
+    assert len(lr_axes) == 1 and lr_axes[0] is not ax
+    np.testing.assert_allclose(lr_axes[0].lines[0].get_ydata(), lr)
+    np.testing.assert_allclose(lr_axes[0].lines[0].get_xdata(), steps)
+    assert lr_axes[0].get_xlabel() == "step"
+    # smooth=0: the raw values alone, labelled; no lr in the records: no lr panel; close terms: linear
+    fig = V.plot_losses([{k: v for k, v in r.items() if k != "lr"} for r in records],
+                        keys=["loss_cls", "loss_box"], smooth=0)
+    assert len(fig.axes) == 1 and fig.axes[0].get_yscale() == "linear"
+    assert [ln.get_label() for ln in fig.axes[0].lines] == ["loss_cls", "loss_box"]
+
+
+def test_ema_skips_gaps():
+    y = np.array([1.0, np.nan, 3.0, 5.0])
+    out = V.ema(y, 3)                                          # alpha = 0.5
+    assert np.isnan(out[1])
+    np.testing.assert_allclose(out[[0, 2, 3]], [1.0, 2.0, 3.5])
+    np.testing.assert_allclose(V.ema(y, 1), y)                 # span 1: no smoothing
