@@ -144,7 +144,9 @@ def _cmd_demo(args) -> int:
           f"{r['total_seconds'] / 60:.1f} min in all, peak memory {r['peak_rss_mib']:.0f} MiB")
     for kind in ("bbox", "segm"):
         print(f"  {kind:5s} AP {m[kind]['AP']:.3f}  AP50 {m[kind]['AP50']:.3f}  AP75 {m[kind]['AP75']:.3f}")
-    print(f"results in {args.out}/ (metrics.json, loss_curve.png, predictions.png, checkpoint.npz)")
+    print(f"pictures: {r['files']['predictions.png']} (validation images with their predictions), "
+          f"{r['files']['loss_curve.png']} (the loss terms and the learning rate)")
+    print(f"also in {args.out}/: metrics.json, summary.json, log.jsonl, checkpoint.npz")
     return 0
 
 

@@ -319,6 +319,9 @@ def run_demo(data="data/shapes", out="runs/demo", *, n_train=1000, n_val=200, st
                          meta["extra"]["class_names"], save_path=out / "predictions.png")
     report = {"metrics": metrics, "train_steps": summary["step"], "stopped": summary["stopped"],
               "sec_per_step_median": summary["sec_per_step_median"], "eval_seconds": eval_seconds,
-              "peak_rss_mib": peak_rss_mib(), "total_seconds": time.perf_counter() - t_start}
+              "peak_rss_mib": peak_rss_mib(), "total_seconds": time.perf_counter() - t_start,
+              "files": {name: str(out / name) for name in ("checkpoint.npz", "log.jsonl", "loss_curve.png",
+                                                           "metrics.json", "predictions.png",
+                                                           "summary.json")}}
     atomic_write_json(out / "summary.json", report, indent=1)
     return report

@@ -1,6 +1,7 @@
 """The mrcnn-np command: sub-commands run in-process through cli.main."""
 import json
 import re
+from pathlib import Path
 
 from mrcnn_np.cli import main
 
@@ -219,3 +220,18 @@ def test_every_bad_input_is_one_line_and_exit_status_2(tiny_run, tmp_path, capsy
                  "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "a_file: not a readable image" in err
+
+
+def test_demo_command_end_to_end_says_where_its_pictures_are(tmp_path, capsys):
+    """``mrcnn-np demo`` on a small existing dataset, a few steps: every file it promises exists and
+    the last lines say where the two pictures are."""
+    from mrcnn_np.data.shapes import generate_shapes
+    generate_shapes(tmp_path / "s", 8, 3, seed=0)
+    out = tmp_path / "demo"
+    assert main(["demo", "--data", str(tmp_path / "s"), "--out", str(out), "--steps", "3"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_steps"] == 3
+    for name, path in summary["files"].items():
+        assert Path(path).is_file(), name
+    assert f"pictures: {out / 'predictions.png'}" in printed and str(out / "loss_curve.png") in printed
