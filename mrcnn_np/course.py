@@ -1,5 +1,6 @@
-"""Helpers the notebooks share (``notebooks/01_...`` to ``09_...``): backend, fast mode, data, a
-trained checkpoint, showing figures. Nothing here computes anything the notebooks teach.
+"""Helpers the notebooks share (``notebooks/01_...`` to ``10_...``): backend, fast mode, data, a
+trained checkpoint, the paper's model, showing figures. Nothing here computes anything the notebooks
+teach.
 
 * ``MRCNN_BACKEND`` (default ``numpy``) picks the backend, as everywhere in the project.
 * ``MRCNN_FAST=1`` (the test suite sets it) makes every notebook small: fewer images, fewer steps.
@@ -8,6 +9,9 @@ trained checkpoint, showing figures. Nothing here computes anything the notebook
 * A trained model: ``runs/demo/checkpoint.npz`` if ``make demo`` was run, else a short run of the
   ``demo`` config trained here once and kept in a cache folder (``$TMPDIR/mrcnn_np_course``), which
   every notebook then reuses.
+* The paper's model (notebook 10, preset ``r50_fpn``): torchvision's COCO weights if they are in a cache
+  (``mrcnn-np import-weights --download`` fetches them), else the calibrated fixture of the golden tests,
+  which computes the same things at the same cost but was never trained (:func:`r50_checkpoint`).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from pathlib import Path
 from .backend import set_backend
 
 __all__ = ["FAST", "setup", "show", "repo_root", "cache_dir", "shapes", "trained_checkpoint",
-           "ablations", "ABLATIONS_JSON"]
+           "r50_checkpoint", "ablations", "ABLATIONS_JSON"]
 
 FAST = os.environ.get("MRCNN_FAST", "0") not in ("", "0")
 
@@ -103,6 +107,35 @@ def trained_checkpoint(steps: int | None = None):
         if r.returncode:
             raise RuntimeError(f"the short training run failed; see {out / 'train_output.txt'}")
     return ckpt, f"a short run of {steps} steps trained here (no runs/demo; `make demo` trains 2,500)"
+
+
+def r50_checkpoint():
+    """``(path, is_real)``: a checkpoint of the paper's model (preset ``r50_fpn``) for ``load_model``.
+
+    Real (``is_real=True``): torchvision's COCO weights, ``cache_dir()/r50_coco.npz``; if it is not
+    there but torchvision's file ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth`` is in
+    :func:`mrcnn_np.import_weights.default_cache_dir` (``$MRCNN_CACHE``, else ``~/.cache/mrcnn-np``;
+    ``mrcnn-np import-weights --download`` puts it there), its SHA-256 is checked (``ValueError`` if it
+    does not match) and it is imported into the course cache once.
+    Otherwise (``is_real=False``) the calibrated fixture of the golden tests
+    (:func:`mrcnn_np.fixture_weights.fixture_checkpoint`), written once into the course cache: the same
+    network, the same shapes and the same cost, but never trained, so its detections and their classes
+    mean nothing. Nothing is downloaded here."""
+    from .import_weights import R50_COCO_URL, default_cache_dir, download_weights, import_weights
+    real = cache_dir() / "r50_coco.npz"
+    if real.is_file():
+        return real, True
+    pth = default_cache_dir() / R50_COCO_URL.rsplit("/", 1)[-1]      # maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth
+    if pth.is_file():
+        download_weights(progress=False)      # the file is there: this only checks its SHA-256 (raises if bad)
+        print(f"importing torchvision's COCO weights once: {pth} -> {real}")
+        import_weights(pth, real)
+        return real, True
+    from .fixture_weights import fixture_checkpoint
+    fixture = cache_dir() / "r50_fixture.npz"
+    if not fixture.is_file():
+        fixture_checkpoint(fixture)           # ~3 s, 178 MB; written atomically (save_checkpoint)
+    return fixture, False
 
 
 def ablations():
