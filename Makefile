@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 NB_STAMP := $(VENV)/.notebooks-installed
 
-.PHONY: demo test test-gpu test-gpu-emulated gradcheck bench notebooks experiments clean
+.PHONY: demo test test-gpu test-gpu-emulated gradcheck bench notebooks course experiments clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,15 @@ $(NB_STAMP): $(STAMP) requirements-notebooks.txt
 JUPYTER_ARGS ?=
 notebooks: $(NB_STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(JUPYTER_ARGS)
+
+# The course as committed: every notebook executed in full mode on numba, with the demo's checkpoint
+# (trained first by `make demo` if runs/demo has none), its outputs written into notebooks/*.ipynb
+# with the hash of its code (tests/test_notebooks.py checks that they match). COURSE_ARGS="notebooks/05_multi_task_loss.ipynb"
+# re-executes one.
+COURSE_ARGS ?=
+course: $(STAMP)
+	test -f runs/demo/checkpoint.npz || $(MAKE) demo
+	$(PY) -m mrcnn_np.course_build $(COURSE_ARGS)
 
 # The paper's Table 2 ablations at toy scale -> benchmarks/results/ablations.json
 # (EXPERIMENT_ARGS="--jobs 12 --steps 400" etc.; see benchmarks/ablations.py)

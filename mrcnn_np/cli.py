@@ -81,7 +81,8 @@ def _cmd_train(args) -> int:
     s = _training(run_train, args.config, args.data, args.out, steps=args.steps,
                   max_minutes=args.max_minutes, batch_size=args.batch_size, lr=args.lr,
                   resume=args.resume, seed=args.seed, overrides=parse_overrides(args.set),
-                  init=args.init, trainable_backbone_layers=args.trainable_backbone_layers)
+                  init=args.init, trainable_backbone_layers=args.trainable_backbone_layers,
+                  **({} if args.warmup_steps is None else {"warmup_steps": args.warmup_steps}))
     if s["stopped"] == "already finished":
         fitted = (f" (the planned {s['planned_steps']} fitted to --max-minutes)"
                   if s["total_steps"] < s["planned_steps"] else "")
@@ -227,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--lr", type=_positive, default=None,
                    help="base learning rate (default: 0.02 x min(batch-size, 4) / 4)")
+    p.add_argument("--warmup-steps", type=_natural, default=None,
+                   help="linear warm-up of the lr, in steps (default 200, the recipe's; a short "
+                        "fine-tuning run wants fewer)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--init", default=None, metavar="CKPT.npz",
                    help="fine-tune from this checkpoint (e.g. import-weights' r50_coco.npz): every "
