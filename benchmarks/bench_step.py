@@ -16,7 +16,7 @@ numba/numpy and numba/torchvision, the BLAS in use (threadpoolctl), and writes
 ``benchmarks/results/step.json``.
 
 Run it with ``unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE`` for that command only, so OpenBLAS picks
-its kernels for the CPU it finds (see the README). Each step's process CPU time is recorded too: on
+its kernels for the CPU it finds (see docs/results.md, "Per-op speed on the CPU"). Each step's process CPU time is recorded too: on
 a machine shared with other jobs, ``--threads 1`` CPU times compare the work itself, where wall
 times mostly measure the other jobs.
 """

@@ -63,7 +63,7 @@ def run_train(config: str, data, out, *, steps=None, max_minutes=None, batch_siz
               warmup_steps=WARMUP_STEPS, clip_norm=CLIP_NORM, resume=False, seed=0, progress=True,
               overrides=None, init=None, trainable_backbone_layers=None) -> dict:
     """Train preset ``config`` on the train split of ``data`` into ``out`` with the default recipe
-    (README, "Training recipe"): ``lr`` defaults to ``scaled_lr`` of the images per step (the batch
+    (docs/training.md, "Training recipe"): ``lr`` defaults to ``scaled_lr`` of the images per step (the batch
     size, or fewer when the dataset is smaller), a warm-up of
     ``warmup_steps`` steps whatever the run's length, gradients clipped to ``clip_norm``.
     ``steps`` defaults to 10 epochs, or, for a resume, to what the run was started with.

@@ -77,7 +77,7 @@ FIT_WINDOW = 50         # the fit uses the median time of (at most) this many re
 FIT_RECENT = 10         # ... last 10 if that is longer (a machine that slows down is noticed in 5 steps)
 FIT_MARGIN = 0.95       # ... and plans to finish within this fraction of the time left
 
-# The default recipe of ``mrcnn-np train`` (README, "Training recipe"; the numbers are measured there).
+# The default recipe of ``mrcnn-np train`` (docs/training.md, "Training recipe"; the numbers are measured there).
 BASE_LR, BASE_BATCH = 0.02, 4    # the demo's measured rate at 4 images per step; never above 0.02,
                                  # Mask R-CNN's rate for 16 (Detectron, torchvision)
 WARMUP_STEPS = 200               # linear warm-up, in steps whatever the run's length (not a fraction)

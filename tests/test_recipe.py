@@ -1,4 +1,4 @@
-"""The default training recipe (README, "Training recipe") on the real model, tiny config: the
+"""The default training recipe (docs/training.md, "Training recipe") on the real model, tiny config: the
 shortest schedules and the smallest data train to the end with finite losses."""
 import math
 

@@ -35,7 +35,7 @@ gradient scales as ``1 / a``, so an SGD step turns ``w`` by an angle of about ``
 goes as ``lr / a^2``. The init's scale is the backbone's learning rate. We draw ``N(0, 1 / (3 fan_in))``,
 the standard deviation of PyTorch's default conv init ``U(+-1/sqrt(fan_in))``; He-normal
 (``2 / fan_in``, 6x the variance) made the backbone turn 6x slower at the same ``lr``, part of the
-box-AP gap to torchvision (README, "Box accuracy").
+box-AP gap to torchvision (docs/training.md, "Box accuracy").
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ class FPN(nn.Module):
         super().__init__()
         # NOTE: N(0, 1/fan_in) (the scale of torchvision's FPN init, kaiming_uniform with a=1), half
         # He-normal's variance: these convs have no normalisation after them, so their scale is the
-        # features' scale that the RPN and RoI heads start from (README, "Box accuracy").
+        # features' scale that the RPN and RoI heads start from (docs/training.md, "Box accuracy").
         self.lateral = [nn.Conv2d(c, out_channels, 1, rng=rng, dtype=dtype, std=c ** -0.5)
                         for c in in_channels]
         self.output = [nn.Conv2d(out_channels, out_channels, 3, padding=1, rng=rng, dtype=dtype,

@@ -39,7 +39,7 @@ class BoxHead(nn.Module):
         super().__init__()
         # NOTE: U(+-1/sqrt(fan_in)) for weights and biases (PyTorch's nn.Linear default, which the
         # torchvision baseline has), together with the backbone's and the FPN's init scales: the
-        # three measured together closed the box-AP gap (README, "Box accuracy"); this one alone,
+        # three measured together closed the box-AP gap (docs/training.md, "Box accuracy"); this one alone,
         # in place of He-normal fc layers and detectron2's N(0, 0.01) / N(0, 0.001) predictors, did
         # not move AP.
         self.fc6 = nn.Linear(in_features, fc, rng=rng, dtype=dtype, bound=in_features ** -0.5)

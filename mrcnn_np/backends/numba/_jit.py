@@ -4,7 +4,7 @@
 
 * ``parallel=True``: ``prange`` loops are split over Numba's threads (``NUMBA_NUM_THREADS``);
 * ``cache=True``: the machine code is written next to the source (``__pycache__``), so only the very
-  first run on a machine pays the compilation (see the README's "cold start");
+  first run on a machine pays the compilation (see docs/backends.md, "Cold start");
 * ``fastmath=False``: no reassociation, so results stay within rounding of the NumPy reference;
 * ``error_model="numpy"``: a float division by zero gives inf/NaN as in NumPy (the reference relies on
   ``0/0 = NaN`` in NMS) instead of raising ``ZeroDivisionError``.
