@@ -7,7 +7,8 @@ runs each notebook top to bottom in a fresh kernel (full mode unless ``--fast``)
 in place with its outputs, so that a learner sees every figure and checked number on the repository
 page without running anything. What is written is kept reviewable:
 
-* execution counts are cleared and nbclient's per-cell timing metadata is not recorded;
+* execution counts are cleared, nbclient's per-cell timing metadata is not recorded, and the kernel's
+  temporary file names in warnings become ``<cell>``;
 * the notebook's metadata gets ``mrcnn_np = {"code_sha256", "mode", "backend"}``: the SHA-256 of its
   code cells' sources (:func:`code_hash`), so that ``tests/test_notebooks.py`` fails when a code cell
   changes without the notebook being executed again;
@@ -23,6 +24,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -34,6 +36,7 @@ __all__ = ["code_hash", "execute", "main", "MAX_BYTES", "NOTEBOOKS_DIR"]
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 MAX_BYTES = 3 * 2 ** 20                 # a notebook with its figures: at most 3 MiB
+_KERNEL_FILE = re.compile(r"\S*ipykernel_\d+[/\\]\d+\.py")   # e.g. /tmp/ipykernel_15914/1663477661.py
 
 
 def code_hash(nb) -> str:
@@ -72,6 +75,8 @@ def execute(path, fast: bool = False, backend: str = "numba", timeout: int = 180
             for out in cell.get("outputs", []):
                 if "execution_count" in out:
                     out["execution_count"] = None
+                if out.get("output_type") == "stream":    # a warning names the kernel's temp file
+                    out["text"] = _KERNEL_FILE.sub("<cell>", out["text"])
             cell.metadata.pop("execution", None)
     nb.metadata["mrcnn_np"] = {"code_sha256": code_hash(nb), "mode": "fast" if fast else "full",
                                "backend": backend}

@@ -24,7 +24,67 @@ def test_notebook_source(path):
     code = [("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"]
     assert "set_backend(os.environ.get(\"MRCNN_BACKEND\"" in code[0]     # the first cell picks the backend
     assert not any("matplotlib.use(" in c for c in code)                # pictures must show inline
-    assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")   # committed clean
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_outputs_come_from_the_committed_code(path):
+    """``make course`` executed the notebook in full mode and recorded the hash of its code cells; a
+    code cell edited since (outputs now stale) fails here until ``make course`` runs it again."""
+    from mrcnn_np.course_build import MAX_BYTES, code_hash
+    nb = json.loads(path.read_text())
+    record = nb["metadata"].get("mrcnn_np")
+    assert record, f"{path.name} was not executed by `make course` (no outputs committed)"
+    assert record["code_sha256"] == code_hash(nb), (
+        f"{path.name}: a code cell changed after the committed outputs were made; run "
+        f"`make course COURSE_ARGS=notebooks/{path.name}`")
+    assert record["mode"] == "full"
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") is None for c in cells)          # no volatile counters
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+               for c in cells for o in c.get("outputs", [])), f"{path.name}: no figure committed"
+    assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
+    assert path.stat().st_size <= MAX_BYTES
+
+
+#: Numbers the Markdown may state without a cell printing them: the paper's (Table 2 and the text)
+#: and the method's constants. Anything else that looks like a measurement (0.xyz) must appear in
+#: one of the notebook's own outputs, so that prose cannot drift from what the code measures.
+PAPER_AND_CONSTANTS = {
+    "0.05", "0.25", "0.001", "0.7", "0.3", "0.5", "0.75", "0.95", "0.9", "0.0", "0.02", "0.005",
+    "0.485", "0.456", "0.406", "0.229", "0.224", "0.225",        # ImageNet's normalisation
+    "0.0001", "0.1", "0.2", "0.4", "0.6", "0.8",
+    "0.50", "0.55",                                              # COCO's IoU thresholds 0.50:0.05:0.95
+    # the paper's Table 2 (mask AP / AP50 / AP75) and its text
+    "30.3", "24.8", "19.7", "51.2", "44.1", "48.1", "32.0", "31.5", "32.6", "50.2", "50.6", "53.6",
+}
+
+
+def _outputs_text(nb) -> str:
+    parts = []
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            parts.append("".join(o.get("text", "")))
+            for kind in ("text/plain", "text/markdown", "text/html"):
+                parts.append("".join(o.get("data", {}).get(kind, "")))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_measured_number_is_typed_into_prose(path):
+    import re
+    nb = json.loads(path.read_text())
+    outputs = _outputs_text(nb)
+    typed = []
+    for c in nb["cells"]:
+        if c["cell_type"] != "markdown":
+            continue
+        text = "".join(c["source"])
+        text = re.sub(r"\$[^$]*\$", " ", text)                       # equations are not measurements
+        text = re.sub(r"`[^`]*`", " ", text)                           # nor code
+        for m in re.finditer(r"(?<![\w.])0\.\d{2,}(?![\d.])", text):
+            if m.group() not in PAPER_AND_CONSTANTS and m.group() not in outputs:
+                typed.append(m.group())
+    assert not typed, f"{path.name}: numbers in Markdown that no cell prints: {typed}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
