@@ -357,9 +357,15 @@ def main(argv=None):
                                      "stages": {s: r["median_s"][s] / tv["median_s"][s] for s in STAGES} if tv else {}}
         print(f"{r['photo']:10s} {r['runner']:12s} " + " ".join(f"{r['median_s'][s]:9.3f}" for s in STAGES)
               + f" {r['median_s']['total']:7.3f} {ratio:6.2f} {r['peak_rss_mib']:9.0f} {mem:6.2f} {r['detections']:5d}")
+    _write_results(args, cpu, versions, results, unit="s per image (median), MiB (peak RSS of the process)")
+
+
+def _write_results(args, cpu, versions, results, **fields):
+    """The run's record (command, date, machine, BLAS, versions, ``fields``, results) to ``--out``,
+    atomically."""
     record = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "machine": cpu,
               "cores": os.cpu_count(), "threads": args.threads, "blas": _blas(), "versions": versions,
-              "unit": "s per image (median), MiB (peak RSS of the process)", "results": results}
+              **fields, "results": results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
@@ -395,17 +401,10 @@ def main_train(args, runners, env, cpu, versions):
         print(f"{r['photo']:10s} {r['short_side']:4d} {r['runner']:12s} {m['forward']:8.3f} "
               f"{m['backward']:8.3f} {m['total']:7.3f} {ratio:6.2f} {r['peak_rss_mib']:9.0f} {mem:6.2f} "
               f"{r['loss']:8.3f}")
-    record = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "machine": cpu,
-              "cores": os.cpu_count(), "threads": args.threads, "blas": _blas(), "versions": versions,
-              "setup": "batch 1, trainable_backbone_layers=3, SGD momentum 0.9 wd 1e-4 lr 1e-4, clip 10; "
-                       f"{WARM_STEPS} unmeasured steps, then --repeats",
-              "unit": "s per training step (median), MiB (peak RSS of the process)", "results": results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(out)
-    print(f"wrote {out}")
+    _write_results(args, cpu, versions, results,
+                   setup="batch 1, trainable_backbone_layers=3, SGD momentum 0.9 wd 1e-4 lr 1e-4, clip 10; "
+                         f"{WARM_STEPS} unmeasured steps, then --repeats",
+                   unit="s per training step (median), MiB (peak RSS of the process)")
 
 
 if __name__ == "__main__":
