@@ -151,3 +151,6 @@ def ablations():
     if data.get("note"):
         print("note:", data["note"])
     return data
+
+
+from .course_solutions import check as check_exercise  # noqa: E402
