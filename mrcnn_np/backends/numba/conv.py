@@ -10,9 +10,10 @@ Every conv is ``cols @ W`` with ``cols[(n, i, j), (u, v, c)] = x_pad[n, s*i + u,
 
 * ``_im2col``: parallel over output rows ``(n, i)``; reads the input, writes its own rows of
   ``cols``; the padding is produced as zeros on the fly (no padded copy of the input).
-  It runs on chunks of images (``cols`` of ~4 MiB), each chunk followed by its GEMM, so ``cols``
-  stays in cache and is never one huge allocation (the mask head's would be ~60 MB); the backward
-  rebuilds each chunk's ``cols`` (cheap next to the GEMMs) rather than keeping them all.
+  It runs on chunks of output rows (``cols`` of ~4 MiB, at least 1,024 GEMM rows), each chunk
+  followed by its GEMM, so ``cols`` stays in cache and is never one huge allocation (ResNet-50's P2
+  would need 370 MB); the backward rebuilds each chunk's ``cols`` (cheap next to the GEMMs) rather
+  than keeping them all, and adds its ``dY W`` back with ``_col2im_rows_add``.
 * ``_col2im``, the adjoint (add every column entry back to the pixel it came from), written as a
   *gather*: parallel over input rows ``(n, y)``, each pixel sums the (at most kh*kw) entries that
   read it, ``y + p = s*i + u``. Each task writes only its own pixels: no races, no atomics, and the
