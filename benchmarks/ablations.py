@@ -103,12 +103,15 @@ def one_run(variant, seed, args, data, threads) -> dict:
             "final_loss_mask": records[-1].get("loss_mask") if records else None}
 
 
-def summarise(runs: list) -> dict:
+def summarise(runs: list) -> tuple[dict, dict]:
+    """Mean and sample standard deviation (n - 1) over the seeds that finished, per metric."""
     ok = [r for r in runs if "error" not in r]
-    mean = {}
+    mean, std = {}, {}
     for kind in ("segm", "bbox"):
-        mean[kind] = {k: statistics.fmean(r[kind][k] for r in ok) for k in ("AP", "AP50", "AP75")} if ok else None
-    return mean
+        vals = {k: [r[kind][k] for r in ok] for k in ("AP", "AP50", "AP75")}
+        mean[kind] = {k: statistics.fmean(v) for k, v in vals.items()} if ok else None
+        std[kind] = {k: statistics.stdev(v) for k, v in vals.items()} if len(ok) > 1 else None
+    return mean, std
 
 
 def main(argv=None) -> int:
@@ -157,17 +160,19 @@ def main(argv=None) -> int:
         "threads_per_job": threads, "data": "shapes: 1000 train / 200 val images, seed 0",
         "total_seconds": round(time.perf_counter() - t0, 1),
         "variants": {v: {"overrides": VARIANTS[v], "paper": PAPER.get(v, "Table 2 baseline: 30.3 / 51.2 / 31.5"),
-                         "runs": sorted(results[v], key=lambda r: r["seed"]), "mean": summarise(results[v])}
+                         "runs": sorted(results[v], key=lambda r: r["seed"]),
+                         **dict(zip(("mean", "std"), summarise(results[v])))}
                      for v in args.variants},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\n{'variant':14s} {'segm AP':>8s} {'AP50':>6s} {'AP75':>6s} {'bbox AP':>8s}")
+    print(f"\n{'variant':14s} {'segm AP':>14s} {'AP50':>14s} {'AP75':>14s} {'bbox AP':>14s}   (mean ± std over seeds)")
     for v, d in report["variants"].items():
-        m = d["mean"]
+        m, sd = d["mean"], d["std"]
         if m["segm"]:
-            print(f"{v:14s} {m['segm']['AP']:8.3f} {m['segm']['AP50']:6.3f} {m['segm']['AP75']:6.3f} "
-                  f"{m['bbox']['AP']:8.3f}")
+            cell = lambda kind, k: f"{m[kind][k]:.3f} ± {sd[kind][k]:.3f}" if sd else f"{m[kind][k]:.3f}"
+            print(f"{v:14s} {cell('segm', 'AP'):>14s} {cell('segm', 'AP50'):>14s} {cell('segm', 'AP75'):>14s} "
+                  f"{cell('bbox', 'AP'):>14s}")
     print(f"wrote {args.out}")
     return 0 if all("error" not in r for rs in results.values() for r in rs) else 1
 

@@ -1,5 +1,5 @@
-// Mask pasting -- a CUDA twin of paste_masks in mrcnn_np/detection/postprocess.py (its semantics as
-// of this writing; that function is being rewritten, and this kernel is not wired into it yet).
+// Mask pasting -- a CUDA twin of paste_masks in mrcnn_np/ops/paste.py (equations P1-P4 there); the
+// cupy backend's kernel for functional.paste_masks (launcher: mrcnn_np/backends/cupy/paste.py).
 //
 // A box (x1, y1, x2, y2) of size w x h holds an m_h x m_w probability map; image pixel (px, py) is
 // represented by its centre (px + 0.5, py + 0.5):
@@ -7,16 +7,18 @@
 //     u = (px + 0.5 - x1) (m / w) - 0.5,   v likewise         (mask-cell coordinates, in double)
 //     value = bilinear(mask, v, u), with u, v clamped to [0, m - 1]
 //     M(px, py) = inside and value >= threshold
+// A box that is empty, NaN or infinitely large (m / (x2 - x1) == 0: no cell coordinates) is empty.
 //
 // One thread per output pixel (d, py, px) of the (D, H, W) result. That visits every pixel of the
 // image for every detection, where the reference computes only each box's window: simple, fully
 // parallel, and D * H * W cheap threads (100 detections on an 800 x 800 image: 64 M threads, about
-// a millisecond of an H100's time). The reference builds per-axis weight rows R (in double, then cast
-// to the masks' dtype) and computes value = (R_y @ mask) @ R_x^T; each row of R has two non-zero
-// weights, so the same value is  sum_b (wy0 M[i0, b] + wy1 M[i1, b]) wx_b  over the two columns b.
+// a millisecond of an H100's time). The reference computes the two weights per axis in double, casts
+// them to the masks' dtype, and blends rows first, then columns:
+//     t_b = wy0 M[i0, b] + wy1 M[i1, b]  (b = j0, j1),   value = t_j0 wx0 + t_j1 wx1
+// in that order, as below (compiled with --fmad=false, so the same roundings).
 #include "mrcnn_common.cuh"
 
-// One axis (the reference's _axis_weights for one pixel): the two cells and their weights.
+// One axis (the reference's paste_window, for one pixel): the two cells and their weights.
 //     u = clip((c - lo) * (m / (hi - lo)) - 0.5, 0, m - 1);  i0 = floor(u);  i1 = min(i0 + 1, m - 1)
 //     weights (1 - frac, frac), frac = u - i0, cast to the masks' dtype
 template <typename T>
@@ -45,8 +47,10 @@ __global__ void paste_masks(const T* __restrict__ masks, const double* __restric
         const double x1 = boxes[4 * k], y1 = boxes[4 * k + 1];
         const double x2 = boxes[4 * k + 2], y2 = boxes[4 * k + 3];
         const double cx = px + 0.5, cy = py + 0.5;
-        // an empty box (x2 <= x1 or y2 <= y1) contains no pixel centre: the mask is empty
-        const bool inside = x2 > x1 && y2 > y1 && x1 <= cx && cx < x2 && y1 <= cy && cy < y2;
+        // an empty box (x2 <= x1 or y2 <= y1) contains no pixel centre: the mask is empty; so is an
+        // infinitely large one (m / (x2 - x1) == 0), whose cell coordinates would be NaN
+        const bool inside = x2 > x1 && y2 > y1 && x1 <= cx && cx < x2 && y1 <= cy && cy < y2
+                            && (double)m_w / (x2 - x1) > 0.0 && (double)m_h / (y2 - y1) > 0.0;
         unsigned char result = 0;
         if (inside) {
             int i0, i1, j0, j1;
@@ -54,7 +58,7 @@ __global__ void paste_masks(const T* __restrict__ masks, const double* __restric
             paste_axis(cy, y1, y2, m_h, &i0, &i1, &wy0, &wy1);
             paste_axis(cx, x1, x2, m_w, &j0, &j1, &wx0, &wx1);
             const T* mask = masks + (index_t)k * m_h * m_w;
-            // (R_y @ mask)[b] for the two columns b = j0, j1, then @ R_x^T
+            // (P3): rows first, t_b for the two columns b = j0, j1, then the columns
             const T t0 = wy0 * mask[i0 * m_w + j0] + wy1 * mask[i1 * m_w + j0];
             const T t1 = wy0 * mask[i0 * m_w + j1] + wy1 * mask[i1 * m_w + j1];
             const T value = t0 * wx0 + t1 * wx1;

@@ -109,11 +109,12 @@ def _load(name: str) -> Backend:
                                    f"({cuda.cuda_error() if hasattr(cuda, 'cuda_error') else ''})")
             backend = Backend("numba-cuda", cupy, gpu=True)
     if name != "numpy":
-        # register the backend's kernels (mrcnn_np/backends/<name>/, one file per op family)
-        from . import dispatch
+        # register the backend's kernels (mrcnn_np/backends/<name>/, one file per op family); its
+        # load() also checks that it registered both halves of every forward/backward pair.
+        # NOTE: this module never imports mrcnn_np.dispatch (which imports this one): the kernel
+        # packages talk to the registry themselves.
         module = importlib.import_module(f"mrcnn_np.backends.{name.replace('-', '_')}")
         module.load()
-        dispatch.check_pairs_complete(name)
     _loaded[name] = backend
     return backend
 

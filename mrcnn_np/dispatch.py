@@ -19,7 +19,9 @@ What a kernel may rely on (checked here, once for all kernels, before it is call
 * every array argument is an array of the backend's module (``numpy`` for ``numba``, ``cupy`` for the
   GPU backends; a host array handed to a GPU kernel is a ``ValueError`` naming it), C-contiguous
   (copied if not: kernels index raw memory), and float arrays share the dtype of the first float
-  argument (integer arrays stay integers; a kernel casts index arrays itself).
+  argument (integer arrays stay integers; a kernel casts index arrays itself), except the arguments
+  an op names in ``keep_dtype`` (``paste_masks``'s boxes: coordinates that every kernel reads in
+  float64, which a cast to the masks' float32 would move by up to half an ulp).
 
 Forward/backward pairs. A kernel's forward returns its own cache, which only that backend's backward
 understands, so the cache is tagged with the backend that made it and the backward goes back to the
@@ -111,10 +113,11 @@ def _binder(reference):
     return bind
 
 
-def _prepare(backend, op, xp, args: dict):
+def _prepare(backend, op, xp, args: dict, keep_dtype=()):
     """The boundary every kernel call crosses: arrays of the backend's module, contiguous, one float
-    dtype. Returns the arguments as a dict."""
-    float_dt = next((v.dtype for v in args.values() if _is_array(v) and v.dtype.kind == "f"), None)
+    dtype (but the arguments named in ``keep_dtype`` keep theirs). Returns the arguments as a dict."""
+    float_dt = next((v.dtype for n, v in args.items()
+                     if n not in keep_dtype and _is_array(v) and v.dtype.kind == "f"), None)
     copy_ok = (backend, op) not in _LAYOUT_ANY
     for name, v in args.items():
         if not _is_array(v):
@@ -123,7 +126,7 @@ def _prepare(backend, op, xp, args: dict):
             raise ValueError(f"{name}: the {backend!r} backend's kernel for {op} expects a "
                              f"{xp.__name__} array, got {type(v).__module__}.{type(v).__name__}; "
                              f"move it with {xp.__name__}.asarray(...)")
-        if v.dtype.kind == "f" and v.dtype != float_dt:
+        if v.dtype.kind == "f" and v.dtype != float_dt and name not in keep_dtype:
             v = v.astype(float_dt)
         if copy_ok and not v.flags.c_contiguous:
             v = xp.ascontiguousarray(v)
@@ -131,10 +134,12 @@ def _prepare(backend, op, xp, args: dict):
     return args
 
 
-def dispatch_op(op: str, reference, check=None):
+def dispatch_op(op: str, reference, check=None, keep_dtype=()):
     """A function with ``reference``'s signature that runs the active backend's kernel for ``op``
-    when there is one (after ``check(**arguments)``, the reference's argument check)."""
+    when there is one (after ``check(**arguments)``, the reference's argument check).
+    ``keep_dtype``: names of float arguments that the boundary does not cast to the common dtype."""
     bind = _binder(reference)
+    keep_dtype = frozenset(keep_dtype)
     OPS.append(op)
 
     @functools.wraps(reference)
@@ -146,7 +151,7 @@ def dispatch_op(op: str, reference, check=None):
         arguments = bind(args, kwargs)
         if check is not None:
             check(**arguments)
-        return k(**_prepare(b.name, op, b.xp, arguments))
+        return k(**_prepare(b.name, op, b.xp, arguments, keep_dtype))
 
     call.reference = reference
     return call
@@ -188,7 +193,8 @@ def dispatch_pair(name: str, forward, backward, check=None):
 
 def check_pairs_complete(backend: str) -> None:
     """A backend must register both halves of a pair: a forward kernel's cache means nothing to the
-    reference backward."""
+    reference backward. Each backend package's ``load()`` calls it after registering its kernels
+    (so :mod:`mrcnn_np.backend`, which this module imports, never imports this one)."""
     ops = set(kernels_of(backend))
     for op in ops:
         if op.endswith("_forward") and op[:-8] + "_backward" not in ops:

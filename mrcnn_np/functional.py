@@ -10,6 +10,7 @@ reference function behind a dispatched ``f``.
 from .dispatch import dispatch_op, dispatch_pair
 from .ops import activation, boxes, conv, linear, losses, nms as _nms, norm, pool, roi_align as _ra
 from .ops import interpolate as _interp
+from .ops import paste as _paste
 from .ops import roi_pool as _rp
 
 conv2d_forward, conv2d_backward = dispatch_pair(
@@ -47,6 +48,10 @@ nms = dispatch_op("nms", _nms.nms, _nms.check_nms_args)
 batched_nms = dispatch_op("batched_nms", _nms.batched_nms, _nms.check_batched_nms_args)
 interpolate_bilinear = dispatch_op("interpolate_bilinear", _interp.interpolate_bilinear,
                                    _interp.check_interpolate_args)
+# NOTE: boxes keep their dtype at the boundary: they are coordinates, read in float64 by every
+# kernel; cast to float32 masks' dtype they would move a box edge across a pixel centre now and then
+paste_masks = dispatch_op("paste_masks", _paste.paste_masks, _paste.check_paste_args,
+                          keep_dtype=("boxes",))
 
 __all__ = [
     "conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
@@ -58,5 +63,5 @@ __all__ = [
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "smooth_l1_forward", "smooth_l1_backward",
     "sigmoid_bce_with_logits_forward", "sigmoid_bce_with_logits_backward",
-    "box_iou", "nms", "batched_nms", "interpolate_bilinear",
+    "box_iou", "nms", "batched_nms", "interpolate_bilinear", "paste_masks",
 ]

@@ -55,13 +55,47 @@ def _check_number(name, value, low, low_ok=True):
         raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
 
 
+class _Flat:
+    """One contiguous buffer for the values, one for the gradients and one for the momentum of a group
+    of parameters that share an array module and a dtype; each Parameter's ``data`` and ``grad``
+    become views into them. Then an update, a norm or a zeroing is one array operation, however many
+    parameters the model has (on a GPU: one launch instead of one per parameter, and no sync)."""
+
+    def __init__(self, named: dict, decay: dict, weight_decay: float):
+        first = next(iter(named.values())).data
+        xp = get_array_module(first)
+        total = sum(int(p.data.size) for p in named.values())
+        self.data = xp.empty(total, dtype=first.dtype)
+        self.grad = xp.empty(total, dtype=first.dtype)
+        self.velocity = xp.zeros(total, dtype=first.dtype)
+        wd = np.zeros(total, dtype=first.dtype)            # built on the host, uploaded once
+        self.views = {}
+        offset = 0
+        for name, p in named.items():
+            n, shape = int(p.data.size), p.data.shape
+            data, grad = self.data[offset:offset + n], self.grad[offset:offset + n]
+            data[...] = p.data.reshape(-1)
+            grad[...] = p.grad.reshape(-1)
+            # NOTE: rebinding is safe because every layer reads p.data / p.grad at each call and
+            # writes them in place (+=, [...] =); nothing keeps the old arrays.
+            p.data, p.grad = data.reshape(shape), grad.reshape(shape)
+            self.views[name] = self.velocity[offset:offset + n].reshape(shape)
+            if decay[name]:
+                wd[offset:offset + n] = weight_decay
+            offset += n
+        self.weight_decay = xp.asarray(wd) if weight_decay > 0 else None
+
+
 class SGD:
     """Stochastic gradient descent with momentum, weight decay and optional Nesterov momentum.
 
     ``params``: ``{name: Parameter}`` as ``model.named_parameters()`` returns it. ``lr`` is the default
     learning rate; the training loop passes each step's value from the schedule to :meth:`step`.
-    The update is in the module docstring. Momentum buffers live with the parameters (same array
-    module and dtype), keyed by parameter name.
+    The update is in the module docstring, made on flat buffers: the constructor moves the
+    parameters' values and gradients into one buffer per (array module, dtype), so
+    :meth:`step`, :meth:`zero_grad`, :meth:`grad_norm` and :meth:`clip_grad_norm` are a handful of
+    array operations each, whatever the number of parameters, and never read a value back to the
+    host. Momentum buffers live there too, keyed by parameter name in :meth:`state_dict`.
     """
 
     def __init__(self, params: dict, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
@@ -77,26 +111,51 @@ class SGD:
         self.params = dict(params)
         self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
         self.decay = {name: weight_decay > 0 and not no_decay(name) for name in self.params}
-        self.buffers = {name: get_array_module(p.data).zeros_like(p.data)
-                        for name, p in self.params.items()}
+        groups: dict = {}
+        for name, p in self.params.items():
+            key = (get_array_module(p.data).__name__, p.data.dtype)
+            groups.setdefault(key, {})[name] = p
+        self.groups = [_Flat(g, self.decay, weight_decay) for g in groups.values()]
+        self.buffers = {name: v for g in self.groups for name, v in g.views.items()}
 
     def step(self, lr: float | None = None) -> None:
         """One update of every parameter from its ``.grad`` (``lr`` defaults to the constructor's)."""
         lr = self.lr if lr is None else lr
         mu = self.momentum
-        for name, p in self.params.items():
-            g = p.grad
-            if self.decay[name]:
-                g = g + self.weight_decay * p.data          # a new array: p.grad is left as it was
-            v = self.buffers[name]
-            v *= mu                                         # v <- mu * v + g, in place
-            v += g
-            d = g + mu * v if self.nesterov else v
-            p.data -= lr * d
+        for g in self.groups:
+            d = g.grad if g.weight_decay is None else g.grad + g.weight_decay * g.data   # g + wd p
+            g.velocity *= mu                                  # v <- mu v + g, in place
+            g.velocity += d
+            d = d + mu * g.velocity if self.nesterov else g.velocity
+            g.data -= lr * d
 
     def zero_grad(self) -> None:
-        for p in self.params.values():
-            p.grad[...] = 0
+        for g in self.groups:
+            g.grad.fill(0)
+
+    def grad_norm(self):
+        """``sqrt(sum_p ||p.grad||^2)`` as a 0-d array of the parameters' module: no host read."""
+        total = None
+        for g in self.groups:
+            xp = get_array_module(g.grad)
+            # NOTE: in float64, as global_grad_norm: a float32 sum of squares overflows once the norm
+            # passes 1.8e19, and a finite (if huge) gradient would be reported as infinite
+            g64 = g.grad.astype(xp.float64, copy=False)
+            sq = xp.dot(g64, g64)
+            total = sq if total is None else total + sq
+        return get_array_module(total).sqrt(total)
+
+    def clip_grad_norm(self, max_norm: float):
+        """:func:`clip_grad_norm` on the flat gradients, decided on the device: every gradient is
+        scaled by ``max_norm / (n + 1e-6)`` where ``n > max_norm``, by 1 otherwise (a non-finite
+        ``n`` included). Returns ``n`` before clipping, a 0-d array."""
+        _check_number("max_norm", max_norm, 0.0, low_ok=False)
+        norm = self.grad_norm()
+        xp = get_array_module(norm)
+        scale = xp.where(norm > max_norm, max_norm / (norm + 1e-6), 1.0)
+        for g in self.groups:
+            g.grad *= scale.astype(g.grad.dtype)
+        return norm
 
     def state_dict(self) -> dict:
         """``{parameter name: momentum buffer}`` (copies, so later steps don't change them)."""

@@ -3,12 +3,14 @@
 One step, for the update with index ``t = 0, 1, ..., T-1`` (the log calls it ``step = t + 1``, the
 number of updates done)::
 
-    model.zero_grad()
+    optimizer.zero_grad()
     losses = model.forward_train(images, targets, rng_t)     rng_t = default_rng([seed, t])
-    every term finite?  else NonFiniteLossError              (before anything changes)
     model.backward()                                         grad of L = sum of the terms
-    ||grad|| finite? (clipped to clip_norm if given)         global norm, see mrcnn_np.optim
+    ||grad|| (clipped to clip_norm if given)                 global norm, see mrcnn_np.optim
+    every term and ||grad|| finite?  else NonFiniteLossError (before the parameters change)
     optimizer.step(lr(t))                                    SGD + momentum + weight decay
+
+(:func:`train_step`; the losses and the norm are read back to the host once, together.)
 
 Reproducibility. The data order of epoch ``e`` depends only on the loader's seed and ``e`` (see
 :mod:`mrcnn_np.data.loader`) and the sampling generator of update ``t`` only on ``(seed, t)``, so
@@ -63,9 +65,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .atomic import atomic_write_bytes
+from .backend import get_array_module, to_numpy
 from .checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from .data.loader import BatchLoader
-from .optim import SGD, LRSchedule, clip_grad_norm, global_grad_norm
+from .optim import SGD, LRSchedule
 from .visualize import plot_losses
 
 __all__ = ["train", "NonFiniteLossError", "peak_rss_mib", "scaled_lr", "LOG_NAME", "CHECKPOINT_NAME",
@@ -192,15 +195,10 @@ def train(model, data, out_dir, *, steps: int | None = None, epochs: int | None 
             where = (paths["checkpoint"] if saved_step is not None else None, saved_step, lr)
             # NOTE: a diverging step overflows somewhere before its loss is inf or NaN; the checks
             # below stop it with one message naming the term, so NumPy's warnings would only be noise.
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                model.zero_grad()
-                raw = model.forward_train(images, targets, np.random.default_rng([seed, t]))
-                losses = _finite_losses(raw, t + 1, where)
-                model.backward()
-                grad_norm = clip_grad_norm(params, clip_norm) if clip_norm else global_grad_norm(params)
-                _check_finite("grad_norm", grad_norm, t + 1, where)
-                lr_t = lr_at(t)
-                optimizer.step(lr_t)
+            lr_t = lr_at(t)
+            losses, grad_norm = train_step(model, optimizer, images, targets,
+                                           np.random.default_rng([seed, t]), lr_t, clip_norm,
+                                           step=t + 1, where=where)
             t_done = _clock()
             times.append(t_done - t0)
             wall.append(t_done - t_ready)            # what the time cap pays per step: data included
@@ -243,6 +241,31 @@ def train(model, data, out_dir, *, steps: int | None = None, epochs: int | None 
                 break
             t_ready = _clock()
     return _summary(len(times), start + len(times), record, stopped, times, losses, paths)
+
+
+def train_step(model, optimizer, images, targets, rng, lr: float, clip_norm: float | None,
+               step: int = 0, where=(None, None, None)) -> tuple[dict, float]:
+    """One update (the module docstring's five lines); returns ``(losses, grad_norm)`` as Python
+    floats, ``losses`` with their sum ``loss``. Stops with :class:`NonFiniteLossError` (naming the
+    term, ``step`` and ``where``) before the parameters change.
+
+    The loss terms and the gradient norm stay where the model computes them until one read brings
+    all six back together: on a GPU that is the step's single wait for the device."""
+    # NOTE: a diverging step overflows somewhere before its loss is inf or NaN; the checks below stop
+    # it with one message naming the term, so NumPy's warnings would only be noise.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        optimizer.zero_grad()
+        raw = model.forward_train(images, targets, rng, host=False)
+        model.backward()
+        norm = optimizer.clip_grad_norm(clip_norm) if clip_norm else optimizer.grad_norm()
+        xp = get_array_module(norm)
+        values = to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64).reshape(()) for v in raw.values()]
+                                   + [norm]))                   # the one device -> host read
+        losses = _finite_losses(dict(zip(raw, values[:-1])), step, where)
+        grad_norm = float(values[-1])
+        _check_finite("grad_norm", grad_norm, step, where)
+        optimizer.step(lr)
+    return losses, grad_norm
 
 
 def _sec_per_step(wall: list) -> float:

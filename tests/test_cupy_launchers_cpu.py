@@ -59,7 +59,7 @@ def test_cupy_backend_registers_every_kernel(cp):
     expected = {f"{p}_{d}" for p in ("roi_align", "roi_pool", "conv2d", "conv_transpose2d",
                                      "group_norm", "max_pool2d", "softmax_cross_entropy",
                                      "smooth_l1", "sigmoid_bce_with_logits")
-                for d in ("forward", "backward")} | {"nms", "batched_nms"}
+                for d in ("forward", "backward")} | {"nms", "batched_nms", "paste_masks"}
     assert set(dispatch.kernels_of("cupy")) == expected
 
 

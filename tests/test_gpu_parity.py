@@ -61,7 +61,7 @@ def test_every_op_has_a_cupy_kernel(cp):
     expected = {f"{p}_{d}" for p in ("roi_align", "roi_pool", "conv2d", "conv_transpose2d",
                                      "group_norm", "max_pool2d", "softmax_cross_entropy",
                                      "smooth_l1", "sigmoid_bce_with_logits")
-                for d in ("forward", "backward")} | {"nms", "batched_nms"}
+                for d in ("forward", "backward")} | {"nms", "batched_nms", "paste_masks"}
     assert set(dispatch.kernels_of("cupy")) == expected
 
 
@@ -197,7 +197,7 @@ def test_sigmoid_bce_with_logits(cp, dt, shape):
     check_pair(cp, "sigmoid_bce_with_logits", (x, t), {}, dt, dout=1.0)
 
 
-# ---------------------------------------------------------------- mask pasting (not registered)
+# ---------------------------------------------------------------- mask pasting (the kernel directly)
 @pytest.mark.parametrize("dt", DTYPES)
 def test_paste_masks(cp, dt):
     from mrcnn_np.backends.cupy.paste import paste_masks

@@ -68,14 +68,17 @@ def test_conv2d(dt, stride, padding, k, bias):
     pair_parity("conv2d", (x, w, b), dict(stride=stride, padding=padding), dt, scale=10)
 
 
+@pytest.mark.parametrize("keep_cols", [False, True])
 @pytest.mark.parametrize("min_rows", [1, 5, 11])
 @pytest.mark.parametrize("stride,padding,k", [(1, 1, 3), (2, 1, 3), (2, 3, 7), (3, 2, 5)])
-def test_conv2d_in_chunks_of_output_rows(monkeypatch, min_rows, stride, padding, k):
+def test_conv2d_in_chunks_of_output_rows(monkeypatch, min_rows, stride, padding, k, keep_cols):
     """Forward and backward in chunks of a few output rows (what ResNet-50's big levels get), the
-    chunks crossing image boundaries: the same as the reference (float64)."""
+    chunks crossing image boundaries, with the backward gathering each chunk's cols again (big
+    layers) or reusing the forward's (small ones): the same as the reference (float64)."""
     from mrcnn_np.backends.numba import conv as numba_conv
     monkeypatch.setattr(numba_conv, "_CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(numba_conv, "_MIN_CHUNK_ROWS", min_rows)
+    monkeypatch.setattr(numba_conv, "_KEEP_COLS_ELEMENTS", 1 << 30 if keep_cols else 0)
     rng = np.random.default_rng(min_rows + k)
     x, w, b = rand(rng, (3, 4, 11, 9), np.float64), rand(rng, (5, 4, k, k), np.float64, 0.3), None
     pair_parity("conv2d", (x, w, b), dict(stride=stride, padding=padding), np.float64, scale=10)

@@ -105,13 +105,16 @@ def test_r50_tiny_whole_model_gradient(r50_tiny64, backend):
         model = r50_tiny64
         images, targets = _batch(model)
         props = fixed_proposals(targets)
-
+        SEED = 2
+        # NOTE: r50_tiny samples 64 of 4,092 anchors per image, and only 60 lie on P5/P6; the sampler
+        # seed must draw some of them, or fpn.output.3 gets no gradient (the assertion below checks
+        # that every listed parameter has one, so a seed that misses them fails loudly)
         def total_loss():
-            losses = model.forward_train(images, targets, np.random.default_rng(5), proposals=props)
+            losses = model.forward_train(images, targets, np.random.default_rng(SEED), proposals=props)
             model.clear_caches()
             return sum(losses.values())
 
-        losses = model.forward_train(images, targets, np.random.default_rng(5), proposals=props)
+        losses = model.forward_train(images, targets, np.random.default_rng(SEED), proposals=props)
         assert all(losses[k] > 0 for k in LOSS_NAMES), losses
         model.zero_grad()
         model.backward()

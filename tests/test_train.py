@@ -40,7 +40,7 @@ class FakeModel(nn.Module):
         self.A, self.c = truth.standard_normal((5, 3)), truth.standard_normal(5)
         self.calls, self.nan_at, self.crash_at = 0, nan_at, crash_at
 
-    def forward_train(self, images, targets, rng):
+    def forward_train(self, images, targets, rng, host=True):
         assert len(targets) == len(images)
         if self.calls == self.crash_at:
             raise RuntimeError("simulated crash")
@@ -358,7 +358,7 @@ class TimedModel(FakeModel):
         super().__init__(**kwargs)
         self.clock = clock
 
-    def forward_train(self, images, targets, rng):
+    def forward_train(self, images, targets, rng, host=True):
         self.clock.calls += 1
         self.clock.now += self.clock.cost(self.clock.calls)
         return super().forward_train(images, targets, rng)

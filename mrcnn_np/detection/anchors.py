@@ -159,11 +159,19 @@ class AnchorGenerator:
             raise ValueError(f"feature_sizes: expected {self.num_levels} (H, W) pairs (one per "
                              f"level), got {len(feature_sizes)}")
         strides = (self.strides if input_size is None else self.strides_for(feature_sizes, input_size))
-        out = [grid_anchors(c, s, f, self.offset, dtype)
-               for c, s, f in zip(self.cell, strides, feature_sizes)]
         if xp is not None and xp is not np:
-            out = [xp.asarray(a) for a in out]
-        return out
+            # uploaded once per (sizes, strides, dtype), not every step: a batch of one shape after
+            # another asks for the same anchors
+            key = (xp, tuple(feature_sizes), tuple(strides), np.dtype(dtype).str)
+            cache = self.__dict__.setdefault("_device_anchors", {})
+            if key not in cache:
+                if len(cache) >= 16:                      # many input shapes: keep the memory bounded
+                    cache.pop(next(iter(cache)))
+                cache[key] = [xp.asarray(grid_anchors(c, s, f, self.offset, dtype))
+                              for c, s, f in zip(self.cell, strides, feature_sizes)]
+            return list(cache[key])
+        return [grid_anchors(c, s, f, self.offset, dtype)
+                for c, s, f in zip(self.cell, strides, feature_sizes)]
 
     def __repr__(self):
         return (f"AnchorGenerator(sizes={self.sizes}, aspect_ratios={self.aspect_ratios}, "

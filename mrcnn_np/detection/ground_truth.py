@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 
 from ..backend import get_array_module, to_numpy
+from ..ops._check import values_on_host
 from .boxes import check_boxes
 
 __all__ = ["clean_ground_truth"]
@@ -26,6 +27,10 @@ def clean_ground_truth(boxes, labels=None, name: str = "gt_boxes"):
     (``labels`` part is ``None`` when not given). Raises ``ValueError`` on a box with ``x2 < x1`` or
     ``y2 < y1`` or a non-finite box (naming ``name`` and the index), or on bad labels; warns
     (``UserWarning``) when zero-area boxes are dropped.
+
+    On device arrays (a GPU backend) only the shapes are checked and every box is kept: reading the
+    values would make the host wait for the GPU, so ground truth is cleaned on the host before it is
+    uploaded (``MaskRCNN.forward_train`` does it for host targets).
     """
     check_boxes(name, boxes, ordered=True)
     xp = get_array_module(boxes)
@@ -34,6 +39,9 @@ def clean_ground_truth(boxes, labels=None, name: str = "gt_boxes"):
         if getattr(labels, "ndim", None) != 1 or labels.shape[0] != g:
             raise ValueError(f"gt_labels: expected shape ({g},) (one label per box in {name}), got "
                              f"{getattr(labels, 'shape', type(labels).__name__)}")
+    if not values_on_host(boxes, *([] if labels is None else [labels])):
+        return xp.arange(g, dtype=xp.int64), boxes, labels
+    if labels is not None:
         if g and int(to_numpy(labels).min()) < 1:
             i = int(to_numpy(labels).argmin())
             raise ValueError(f"gt_labels: label {i} is {int(to_numpy(labels)[i])}; expected class "

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from ..functional import roi_align_forward
+from ..ops._check import values_on_host
 from .boxes import check_boxes
 
 __all__ = ["build_mask_targets"]
@@ -52,13 +53,15 @@ def build_mask_targets(gt_masks, rois, matched_gt, mask_size: int = 28, sampling
     p = rois.shape[0]
     if p == 0:
         return xp.zeros((0, mask_size, mask_size), dtype=dtype)
-    m_host = to_numpy(matched_gt)
-    if m_host.min() < 0 or m_host.max() >= gt_masks.shape[0]:
-        raise ValueError(f"matched_gt: expected object indices in [0, {gt_masks.shape[0] - 1}] "
-                         f"(positives only), got values in [{m_host.min()}, {m_host.max()}]")
-    objects, batch_index = np.unique(m_host, return_inverse=True)      # only the masks that are used
-    masks = gt_masks[xp.asarray(objects)][:, None].astype(xp.float32)  # (U, H, W) -> (U, 1, H, W)
-    rois5 = xp.concatenate([xp.asarray(batch_index, dtype=xp.float32)[:, None],
-                            rois.astype(xp.float32)], axis=1)          # (P, 5) [b, x1, y1, x2, y2]
+    if values_on_host(matched_gt):
+        m_host = to_numpy(matched_gt)
+        if m_host.min() < 0 or m_host.max() >= gt_masks.shape[0]:
+            raise ValueError(f"matched_gt: expected object indices in [0, {gt_masks.shape[0] - 1}] "
+                             f"(positives only), got values in [{m_host.min()}, {m_host.max()}]")
+    # RoIAlign's batch index picks the image a RoI samples: here the object's mask, so the G masks
+    # are G one-channel "images" and each RoI reads its own object's
+    masks = gt_masks[:, None].astype(xp.float32)                      # (G, H, W) -> (G, 1, H, W)
+    rois5 = xp.concatenate([matched_gt.astype(xp.float32)[:, None],
+                            rois.astype(xp.float32)], axis=1)          # (P, 5) [g, x1, y1, x2, y2]
     out, _ = roi_align_forward(masks, rois5, (mask_size, mask_size), 1.0, sampling_ratio, True)
     return (out[:, 0] >= threshold).astype(dtype)                       # (P, 1, m, m) -> (P, m, m)

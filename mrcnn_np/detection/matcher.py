@@ -65,12 +65,13 @@ class Matcher:
             return xp.zeros(0, dtype=xp.int64)
         best = quality.max(axis=0)                  # (A,) best IoU of each prediction
         best_gt = quality.argmax(axis=0).astype(xp.int64)    # (A,) its gt (first on ties)
-        matches = best_gt.copy()
-        matches[best < self.low_threshold] = self.BELOW_LOW_THRESHOLD
-        matches[(best >= self.low_threshold) & (best < self.high_threshold)] = self.BETWEEN_THRESHOLDS
+        # NOTE: xp.where rather than matches[mask] = value: on a GPU a boolean-mask write makes the
+        # host wait for the device (CuPy must count the mask's True entries first)
+        matches = xp.where(best < self.low_threshold, self.BELOW_LOW_THRESHOLD,
+                           xp.where(best < self.high_threshold, self.BETWEEN_THRESHOLDS, best_gt))
         if self.allow_low_quality_matches:
             best_per_gt = quality.max(axis=1, keepdims=True)           # (G, 1)
             ties = (quality == best_per_gt) & (best_per_gt > 0)        # (G, A) each gt's best preds
             rescued = ties.any(axis=0)                                  # (A,)
-            matches[rescued] = best_gt[rescued]
-        return matches
+            matches = xp.where(rescued, best_gt, matches)
+        return matches.astype(xp.int64, copy=False)

@@ -26,9 +26,10 @@ Image pixel ``(px, py)`` is represented by its centre ``(px + 0.5, py + 0.5)``::
     M(px, py) = inside and value >= threshold
 
 Pixels outside the box are 0; parts of the box outside the image are cut off; a box too thin to
-contain a pixel centre gives an empty mask. Only each box's window of pixels is computed, as two
-small matrix products ``R_y (h', m) @ mask (m, m) @ R_x^T (m, w')`` where each row of ``R`` holds the
-two bilinear weights of one pixel.
+contain a pixel centre gives an empty mask. This is a dispatched op, ``functional.paste_masks``: its
+reference, :mod:`mrcnn_np.ops.paste` (equations P1-P4 there), computes only each box's window of
+pixels, and every backend has a kernel for it, so under a GPU backend the masks are pasted on the
+device and only the finished ``(D, H, W)`` masks travel to the host.
 
 Where to paste (``detections_to_original``). The model sees a resized image; its boxes are in input
 pixels. Rather than paste at the input size and enlarge the result (a 28x28 mask would pass through
@@ -45,11 +46,10 @@ which differs from torchvision by at most a pixel along the box edge.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ..backend import get_array_module, to_numpy
+from .. import functional as F
+from ..backend import get_array_module, get_backend, to_numpy
 from .boxes import BoxCoder, _image_size, check_boxes, clip_boxes, remove_small_boxes
 from ..functional import batched_nms
 from ..functional import interpolate_bilinear
@@ -119,58 +119,27 @@ def select_class_masks(mask_logits, labels, background_channel: bool = True):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _axis_weights(xp, lo, hi, size, m, dtype):
-    """Pixels of one axis that a box ``[lo, hi)`` covers, and their bilinear rows.
-
-    Returns ``(start, inside (n,), R (n, m))`` for pixels ``start .. start + n - 1`` of the window."""
-    start = max(int(math.floor(lo - 0.5)), 0)
-    stop = min(int(math.ceil(hi - 0.5)) + 1, size)
-    n = max(stop - start, 0)
-    c = np.arange(start, start + n, dtype=np.float64) + 0.5              # pixel centres
-    inside = (c >= lo) & (c < hi)
-    u = np.clip((c - lo) * (m / (hi - lo)) - 0.5, 0, m - 1)              # mask-cell coordinate
-    i0 = np.floor(u).astype(np.int64)
-    i1 = np.minimum(i0 + 1, m - 1)
-    frac = u - i0
-    rows = np.zeros((n, m), dtype=dtype)
-    ar = np.arange(n)
-    rows[ar, i0] = 1 - frac
-    rows[ar, i1] += frac                                                  # i1 == i0 only when frac == 0
-    return start, xp.asarray(inside), xp.asarray(rows)
-
-
 def paste_masks(masks, boxes, image_size, threshold: float = 0.5, mode: str = "centres"):
     """Paste box-relative mask probabilities into the image.
 
     masks ``(D, m, m)`` probabilities (or ``(D, m_h, m_w)``), boxes ``(D, 4)``, image_size ``(h, w)``
-    -> ``(D, h, w)`` bool; see the module docstring for the sampling. ``mode="centres"``:
-    ``M = bilinear >= threshold`` inside the box, ``False`` elsewhere; ``mode="torchvision"``:
-    :func:`paste_masks_torchvision` (``> threshold``).
+    -> ``(D, h, w)`` bool, in the arrays' module; see the module docstring for the sampling.
+    ``mode="centres"``: ``M = bilinear >= threshold`` inside the box, ``False`` elsewhere (the
+    dispatched op ``functional.paste_masks``, reference :func:`mrcnn_np.ops.paste.paste_masks`);
+    ``mode="torchvision"``: :func:`paste_masks_torchvision` (``> threshold``, on the host).
     """
     if mode == "torchvision":
         return paste_masks_torchvision(masks, boxes, image_size, threshold)
     if mode != "centres":
         raise ValueError(f"mode: expected one of {PASTE_MODES}, got {mode!r}")
-    check_boxes("boxes", boxes)
-    if getattr(masks, "ndim", None) != 3 or masks.shape[0] != boxes.shape[0]:
-        raise ValueError(f"masks: expected shape ({boxes.shape[0]}, m, m) (one per box), got "
-                         f"{getattr(masks, 'shape', type(masks).__name__)}")
-    h, w = (int(v) for v in _image_size(image_size))
-    xp = get_array_module(masks)
-    d, mh, mw = masks.shape
-    dt = masks.dtype if masks.dtype.kind == "f" else np.dtype(np.float32)
-    out = xp.zeros((d, h, w), dtype=bool)
-    for i, (x1, y1, x2, y2) in enumerate(to_numpy(boxes).astype(np.float64).tolist()):
-        if not (x2 > x1 and y2 > y1):
-            continue                                                      # empty box: empty mask
-        y0, in_y, ry = _axis_weights(xp, y1, y2, h, mh, dt)               # ry (h', m_h)
-        x0, in_x, rx = _axis_weights(xp, x1, x2, w, mw, dt)               # rx (w', m_w)
-        if ry.shape[0] == 0 or rx.shape[0] == 0:
-            continue
-        value = ry @ masks[i].astype(dt) @ rx.T                           # (h', w')
-        out[i, y0:y0 + ry.shape[0], x0:x0 + rx.shape[0]] = (
-            (value >= threshold) & in_y[:, None] & in_x[None, :])
-    return out
+    if getattr(masks, "dtype", None) is not None and masks.dtype.kind in "biu":
+        masks = masks.astype(np.float32)                      # 0/1 masks: pasted as probabilities
+    if not isinstance(masks, get_backend().xp.ndarray):
+        # NOTE: host arrays under a GPU backend (the evaluation pastes one detection at a time from
+        # host probabilities) are pasted where they are, by the reference: a trip to the GPU and back
+        # would cost more than the paste. This is about where the data lives, not a fallback.
+        return F.paste_masks.reference(masks, boxes, image_size, threshold)
+    return F.paste_masks(masks, boxes, image_size, threshold)
 
 
 def paste_masks_torchvision(masks, boxes, image_size, threshold: float | None = 0.5, padding: int = 1):
@@ -225,7 +194,9 @@ def detections_to_original(det: dict, image_size, original_size=None, paste: boo
     with ``paste``, ``masks (D, H, W)`` bool are pasted from ``mask_probs`` at the original size
     (module docstring), else ``mask_probs`` is passed on. ``mode``: how to paste (``paste_masks``);
     ``"torchvision"`` also scales the boxes as torchvision does (float32 ratios ``H / h``, no clamp).
-    Returns a new dict.
+    Returns a new dict, in the arrays' module: given device arrays, the boxes are scaled and (mode
+    ``"centres"``) the masks pasted on the device, with no copy to the host; the caller copies the
+    results (``MaskRCNN.predict`` does).
     """
     h, w = (int(v) for v in _image_size(tuple(image_size)))
     H, W = (h, w) if original_size is None else (int(v) for v in _image_size(tuple(original_size)))

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import get_array_module
-from .boxes import BoxCoder, clip_boxes, remove_small_boxes
+from ..backend import get_array_module, to_numpy
+from .boxes import BoxCoder, clip_boxes
 from ..functional import batched_nms
 
 __all__ = ["ProposalSettings", "generate_proposals", "top_k_indices"]
@@ -64,8 +64,17 @@ class ProposalSettings:
 
 def top_k_indices(scores, k: int):
     """Indices of the ``k`` largest of ``scores`` ``(n,)``, highest first; equal scores are taken and
-    ordered by lower index first. Uses a partition, so it costs O(n + k log k), not O(n log n)."""
+    ordered by lower index first. Uses a partition, so it costs O(n + k log k), not O(n log n).
+
+    ``scores`` ``(N, n)`` gives ``(N, k)``, row by row. On a GPU that is one stable sort of the
+    whole batch (the same order): the partition's ``nonzero`` would make the host wait for the
+    device twice per row."""
     xp = get_array_module(scores)
+    if scores.ndim == 2:
+        if not isinstance(scores, np.ndarray):
+            return xp.argsort(0 - scores, axis=1, kind="stable")[:, :k].astype(xp.int64)
+        return xp.stack([top_k_indices(row, k) for row in scores]) if scores.shape[0] else \
+            xp.zeros((0, min(k, scores.shape[1])), dtype=xp.int64)
     n = scores.shape[0]
     if k >= n:
         cand = xp.arange(n)
@@ -115,20 +124,25 @@ def generate_proposals(objectness, deltas, anchors, image_sizes, settings: Propo
     box_coder = box_coder or BoxCoder((1.0, 1.0, 1.0, 1.0))
     n = _check(objectness, deltas, anchors, image_sizes)
     xp = get_array_module(objectness[0])
-    results = []
+    tops = [top_k_indices(o, min(settings.pre_nms_top_n, o.shape[1])) for o in objectness]  # (N, k_l)
+    levels = xp.concatenate([xp.full(t.shape[1], lvl, dtype=xp.int64) for lvl, t in enumerate(tops)])
+    candidates, valid = [], []
     for i in range(n):
-        boxes, logits, levels = [], [], []
-        for lvl, (o, d, a) in enumerate(zip(objectness, deltas, anchors)):
-            top = top_k_indices(o[i], min(settings.pre_nms_top_n, o.shape[1]))   # (k,)
-            boxes.append(box_coder.decode(d[i][top], xp.asarray(a)[top]))     # (k, 4)
-            logits.append(o[i][top])
-            levels.append(xp.full(top.shape[0], lvl, dtype=xp.int64))
-        boxes = clip_boxes(xp.concatenate(boxes), tuple(image_sizes[i]))
-        scores = _sigmoid(xp.concatenate(logits))
-        levels = xp.concatenate(levels)
-        keep = remove_small_boxes(boxes, settings.min_size)
-        keep = keep[scores[keep] >= settings.score_thresh]
-        boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-        keep = batched_nms(boxes, scores, levels, settings.nms_thresh)[: settings.post_nms_top_n]
+        boxes = xp.concatenate([box_coder.decode(d[i][t[i]], xp.asarray(a)[t[i]])      # (k_l, 4)
+                                for t, d, a in zip(tops, deltas, anchors)])
+        boxes = clip_boxes(boxes, tuple(image_sizes[i]))
+        scores = _sigmoid(xp.concatenate([o[i][t[i]] for t, o in zip(tops, objectness)]))
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        valid.append((w >= settings.min_size) & (h >= settings.min_size)
+                     & (scores >= settings.score_thresh))
+        candidates.append((boxes, scores))
+    # which candidates survive the size and score filters, for every image in one read (on a GPU,
+    # filtering each image by a boolean mask would make the host wait for the device each time)
+    valid = to_numpy(xp.stack(valid)) if n else np.zeros((0, 0), bool)
+    results = []
+    for i, (boxes, scores) in enumerate(candidates):
+        keep = xp.asarray(np.flatnonzero(valid[i]))
+        boxes, scores, lv = boxes[keep], scores[keep], levels[keep]
+        keep = batched_nms(boxes, scores, lv, settings.nms_thresh)[: settings.post_nms_top_n]
         results.append((boxes[keep], scores[keep]))
     return results

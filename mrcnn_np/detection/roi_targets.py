@@ -29,7 +29,7 @@ from .ground_truth import clean_ground_truth
 from .matcher import Matcher
 from .sampler import BalancedPositiveNegativeSampler
 
-__all__ = ["RoITargets", "build_roi_targets"]
+__all__ = ["RoITargets", "build_roi_targets", "build_roi_targets_batch"]
 
 
 @dataclass
@@ -57,10 +57,27 @@ def build_roi_targets(proposals, gt_boxes, gt_labels, rng=None, matcher=None, sa
     warning; a box with ``x2 < x1`` raises ``ValueError``. With no objects, every sampled RoI is
     background.
     """
-    check_boxes("proposals", proposals)
+    return build_roi_targets_batch([proposals], [gt_boxes], [gt_labels], rng, matcher, sampler,
+                                   box_coder, add_gt_as_proposals)[0]
+
+
+def build_roi_targets_batch(proposals_list, gt_boxes_list, gt_labels_list, rng=None, matcher=None,
+                            sampler=None, box_coder=None, add_gt_as_proposals: bool = True):
+    """:func:`build_roi_targets` for every image of a batch, sampled together (the sampler reads its
+    counts once for the batch)."""
     matcher = matcher or Matcher(0.5, 0.5, allow_low_quality_matches=False)
     sampler = sampler or BalancedPositiveNegativeSampler(512, 0.25)
     box_coder = box_coder or BoxCoder((10.0, 10.0, 5.0, 5.0))
+    matched = [_label_rois(p, b, l, matcher, add_gt_as_proposals)
+               for p, b, l in zip(proposals_list, gt_boxes_list, gt_labels_list)]
+    samples = sampler.sample_batch([cls for _, cls, _, _, _ in matched], rng)
+    return [_targets(box_coder, *m, pos_idx, neg_idx) for m, (pos_idx, neg_idx) in zip(matched, samples)]
+
+
+def _label_rois(proposals, gt_boxes, gt_labels, matcher, add_gt_as_proposals):
+    """Before sampling: ``(rois, cls, match, keep, gt)``; cls the class of each RoI, 0 background,
+    -1 ignored."""
+    check_boxes("proposals", proposals)
     xp = get_array_module(proposals)
     keep, gt, labels = clean_ground_truth(gt_boxes, gt_labels, name="gt_boxes")
     dt = proposals.dtype
@@ -71,7 +88,13 @@ def build_roi_targets(proposals, gt_boxes, gt_labels, rng=None, matcher=None, sa
     match = matcher(box_iou(gt, rois))                             # (P + G,) into the kept gt
     cls = xp.where(match >= 0, labels[xp.maximum(match, 0)] if gt.shape[0] else 0, 0)
     cls = xp.where(match == Matcher.BETWEEN_THRESHOLDS, -1, cls).astype(xp.int64)  # ignored: -1
-    pos_idx, neg_idx = sampler(cls, rng)
+    return rois, cls, match, keep, gt
+
+
+def _targets(box_coder, rois, cls, match, keep, gt, pos_idx, neg_idx):
+    """After sampling: the :class:`RoITargets` of one image, positives first."""
+    xp = get_array_module(rois)
+    dt = rois.dtype
     idx = xp.concatenate([pos_idx, neg_idx])
     num_pos = int(pos_idx.shape[0])
     out_rois = rois[idx]

@@ -34,7 +34,7 @@ from .ground_truth import clean_ground_truth
 from .matcher import Matcher
 from .sampler import BalancedPositiveNegativeSampler
 
-__all__ = ["RPNTargets", "build_rpn_targets"]
+__all__ = ["RPNTargets", "build_rpn_targets", "build_rpn_targets_batch"]
 
 
 @dataclass
@@ -58,13 +58,31 @@ def build_rpn_targets(anchors, gt_boxes, rng=None, matcher=None, sampler=None, b
     ``BoxCoder((1, 1, 1, 1))``; ``rng`` seeds the sampler (see :mod:`.sampler`). ``image_size``
     ``(h, w)``, the valid area: anchors centred outside it are ignored (module docstring).
     """
+    return build_rpn_targets_batch(anchors, [gt_boxes], rng, matcher, sampler, box_coder,
+                                   None if image_size is None else [image_size])[0]
+
+
+def build_rpn_targets_batch(anchors, gt_boxes_list, rng=None, matcher=None, sampler=None, box_coder=None,
+                            image_sizes=None):
+    """:func:`build_rpn_targets` for every image of a batch (one ``(G_i, 4)`` per image, and its
+    ``(h, w)`` in ``image_sizes``), sampled together: the sampler reads its counts once for the
+    batch (:meth:`~.sampler.BalancedPositiveNegativeSampler.sample_batch`)."""
     check_boxes("anchors", anchors)
     matcher = matcher or Matcher(0.7, 0.3, allow_low_quality_matches=True)
     sampler = sampler or BalancedPositiveNegativeSampler(256, 0.5)
     box_coder = box_coder or BoxCoder((1.0, 1.0, 1.0, 1.0))
+    sizes = image_sizes if image_sizes is not None else [None] * len(gt_boxes_list)
+    matched = [_label_anchors(anchors, gt_boxes, matcher, size)
+               for gt_boxes, size in zip(gt_boxes_list, sizes)]
+    samples = sampler.sample_batch([labels for labels, _, _, _ in matched], rng)
+    return [_targets(anchors, box_coder, *m[1:], pos_idx, neg_idx)
+            for m, (pos_idx, neg_idx) in zip(matched, samples)]
+
+
+def _label_anchors(anchors, gt_boxes, matcher, image_size):
+    """Before sampling: ``(labels (A,), match (A,), keep, gt)``, labels 1 / 0 / -1."""
     xp = get_array_module(anchors)
     keep, gt, _ = clean_ground_truth(gt_boxes, name="gt_boxes")
-    n = anchors.shape[0]
     match = matcher(box_iou(gt, anchors))                           # (A,) into the kept gt
     labels = xp.where(match >= 0, 1, xp.where(match == Matcher.BELOW_LOW_THRESHOLD, 0, -1))
     if image_size is not None:
@@ -74,7 +92,13 @@ def build_rpn_targets(anchors, gt_boxes, rng=None, matcher=None, sampler=None, b
         cy = half * (anchors[:, 1] + anchors[:, 3])
         outside = (cx < 0) | (cx >= w) | (cy < 0) | (cy >= h)
         labels = xp.where(outside, -1, labels)
-    pos_idx, neg_idx = sampler(labels, rng)
+    return labels, match, keep, gt
+
+
+def _targets(anchors, box_coder, match, keep, gt, pos_idx, neg_idx):
+    """After sampling: the :class:`RPNTargets` of one image."""
+    xp = get_array_module(anchors)
+    n = anchors.shape[0]
     sampled = xp.full(n, -1, dtype=xp.int64)
     sampled[pos_idx] = 1
     sampled[neg_idx] = 0

@@ -10,9 +10,15 @@ positive fraction ``f``::
 and ``n_pos`` positives and ``n_neg`` negatives are drawn uniformly without replacement. An image
 with few objects is therefore trained mostly on background, never on more than ``B`` elements.
 
+How the draw is made: each element gets a random key ``u ~ U[0, 1)``; the ``n_pos`` positives with
+the smallest keys are taken, and likewise the negatives. Sorting by an i.i.d. key is a uniformly
+random permutation, so this is the same distribution as shuffling, and it needs no index lists:
+on a GPU the keys, the comparisons and the partial sort all stay on the device, and only the counts
+``n_pos, n_neg`` of every image of the batch are read back, once (:meth:`sample_batch`).
+
 Randomness: every call takes the generator to draw from, a ``numpy.random.Generator`` (or an int
-seed, or ``None`` for fresh OS entropy). The same labels and the same generator state give the same
-sample. The draw runs on the host (it is bookkeeping over index lists); indices are returned in
+seed, or ``None`` for fresh OS entropy). The keys are drawn on the host and uploaded, so the same
+labels and the same generator state give the same sample on every backend. Indices are returned in
 the array module of ``labels``.
 """
 from __future__ import annotations
@@ -58,16 +64,49 @@ class BalancedPositiveNegativeSampler:
     def __call__(self, labels, rng=None):
         """labels: ``(A,)`` ints, ``>= 1`` positive, ``0`` negative, ``-1`` ignored.
         Returns ``(pos_idx (P,), neg_idx (Q,))`` int64, ascending, ``P + Q <= batch_size_per_image``."""
-        if getattr(labels, "ndim", None) != 1:
-            raise ValueError(f"labels: expected a 1-D array (A,), got shape "
-                             f"{getattr(labels, 'shape', type(labels).__name__)}")
-        xp = get_array_module(labels)
+        return self.sample_batch([labels], rng)[0]
+
+    def sample_batch(self, labels_list, rng=None):
+        """:meth:`__call__` for each image's labels, drawing from ``rng`` in turn, with a single read
+        of the counts for all of them: ``[(pos_idx, neg_idx), ...]``."""
+        for labels in labels_list:
+            if getattr(labels, "ndim", None) != 1:
+                raise ValueError(f"labels: expected a 1-D array (A,), got shape "
+                                 f"{getattr(labels, 'shape', type(labels).__name__)}")
         gen = as_generator(rng)
-        lab = to_numpy(labels)
-        positive = np.flatnonzero(lab >= 1)
-        negative = np.flatnonzero(lab == 0)
-        n_pos = min(positive.size, int(self.batch_size_per_image * self.positive_fraction))
-        n_neg = min(negative.size, self.batch_size_per_image - n_pos)
-        pos = np.sort(gen.permutation(positive)[:n_pos])
-        neg = np.sort(gen.permutation(negative)[:n_neg])
-        return xp.asarray(pos, dtype=xp.int64), xp.asarray(neg, dtype=xp.int64)
+        budget = self.batch_size_per_image
+        max_pos = int(budget * self.positive_fraction)
+        picks, counts = [], []
+        for labels in labels_list:
+            xp = get_array_module(labels)
+            a = labels.shape[0]
+            keys = xp.asarray(gen.random(a))                # U[0, 1): 2.0 marks "not a candidate"
+            is_pos, is_neg = labels >= 1, labels == 0
+            pos = _smallest(xp.where(is_pos, keys, 2.0), min(max_pos, a))
+            neg = _smallest(xp.where(is_neg, keys, 2.0), min(budget, a))
+            n_pos = xp.minimum(is_pos.sum(), max_pos)               # n_pos = min(#pos, floor(B f))
+            n_neg = xp.minimum(is_neg.sum(), budget - n_pos)        # n_neg = min(#neg, B - n_pos)
+            picks.append((xp, pos, neg))
+            counts += [n_pos, n_neg]
+        if not picks:
+            return []
+        xp = picks[0][0]
+        counts = to_numpy(xp.stack(counts)).tolist()                # the one read, for all images
+        out = []
+        for i, (xp, pos, neg) in enumerate(picks):
+            n_pos, n_neg = counts[2 * i], counts[2 * i + 1]
+            out.append((xp.sort(pos[:n_pos]).astype(xp.int64), xp.sort(neg[:n_neg]).astype(xp.int64)))
+        return out
+
+
+def _smallest(keys, k: int):
+    """Indices of the ``k`` smallest ``keys`` ``(A,)``, in increasing key order. The candidates' keys
+    are distinct (i.i.d. draws), so the result does not depend on how ties among the non-candidates
+    (all 2.0) fall: those are cut off by the count."""
+    xp = get_array_module(keys)
+    if k <= 0:
+        return xp.zeros(0, dtype=xp.int64)
+    if isinstance(keys, np.ndarray) and k < keys.shape[0]:
+        part = np.argpartition(keys, k - 1)[:k]                 # O(A) on the CPU
+        return part[np.argsort(keys[part], kind="stable")]
+    return xp.argsort(keys, kind="stable")[:k]

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import nn
 from ..backend import get_array_module, to_numpy
+from ..detection.ground_truth import clean_ground_truth
 from ..detection.postprocess import detections_to_original
 from .backbone import Backbone
 from .configs import ModelConfig
@@ -41,6 +42,23 @@ from .rpn import RPN
 from .transform import SIZE_DIVISIBILITY, ImageTransform
 
 LOSS_NAMES = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask")
+
+
+def _clean(target: dict) -> dict:
+    """Ground truth validated and its zero-area boxes dropped while it is still on the host (free
+    there), so the model never reads target values back from a GPU."""
+    boxes, labels = target.get("boxes"), target.get("labels")
+    if not isinstance(boxes, np.ndarray) or (labels is not None and not isinstance(labels, np.ndarray)):
+        return target
+    keep, boxes, labels = clean_ground_truth(boxes, labels, name="gt_boxes")
+    if len(keep) == len(target["boxes"]):
+        return target
+    out = {**target, "boxes": boxes}
+    if labels is not None:
+        out["labels"] = labels
+    if "masks" in target:
+        out["masks"] = target["masks"][keep]
+    return out
 
 
 class MaskRCNN(nn.Module):
@@ -67,7 +85,7 @@ class MaskRCNN(nn.Module):
         xp = get_array_module(self.backbone.stem.conv.weight.data)   # where the parameters live
         images = xp.asarray(images)
         if targets is not None:
-            targets = [{k: (xp.asarray(v) if hasattr(v, "dtype") else v) for k, v in t.items()}
+            targets = [{k: (xp.asarray(v) if hasattr(v, "dtype") else v) for k, v in _clean(t).items()}
                        for t in targets]
         return images, targets
 
@@ -102,12 +120,14 @@ class MaskRCNN(nn.Module):
                              f"{d} (pad the batch, e.g. with mrcnn_np.data.pad_batch), got "
                              f"{getattr(images, 'shape', type(images).__name__)}")
 
-    def forward_train(self, images, targets, rng=None, proposals=None):
+    def forward_train(self, images, targets, rng=None, proposals=None, host: bool = True):
         """images (N, 3, Hb, Wb); targets: per image {boxes (M, 4), labels (M,), masks (M, Hb, Wb),
         and optionally resized_size (h, w), the valid area (default: the whole input)}.
         ``rng`` seeds the samplers; ``proposals`` (a list of (P_i, 4)) replaces the RPN's, which makes
         the loss a smooth function of the parameters (the gradient check uses it).
-        Returns {loss name: float}; call :meth:`backward` next."""
+        Returns {loss name: float}, or with ``host=False`` {loss name: 0-d array} where the parameters
+        live (no read back to the host: the training loop reads all terms at once); call
+        :meth:`backward` next."""
         self._check_images(images)
         images, targets = self._to_model_arrays(images, targets)
         rng = rng if rng is not None else np.random.default_rng(0)
@@ -120,6 +140,8 @@ class MaskRCNN(nn.Module):
                                                    sizes)
         loss_cls, loss_box, loss_mask = self.roi_heads.forward_train(feats, props, targets, rng)
         values = (loss_rpn_cls, loss_rpn_box, loss_cls, loss_box, loss_mask)
+        if not host:
+            return dict(zip(LOSS_NAMES, values))
         return {name: float(v) for name, v in zip(LOSS_NAMES, values)}
 
     def backward(self):
@@ -154,9 +176,12 @@ class MaskRCNN(nn.Module):
             feats = self.fpn(self.backbone(images))
             proposals, _, _ = self.rpn.forward(feats, sizes, False, input_size=images.shape[2:])
             dets = self.roi_heads.predict(feats, [p for p, _ in proposals], sizes)
-            dets = [{k: to_numpy(v) for k, v in d.items()} for d in dets]     # results live on the host
-        return [detections_to_original(det, size, orig, paste, mode=self.config.paste)
+        # NOTE: boxes are scaled and masks pasted where the detections are (the device, under a GPU
+        # backend): the (D, m, m) probabilities never travel, only the finished masks do. Then the
+        # results move to the host, where they live.
+        dets = [detections_to_original(det, size, orig, paste, mode=self.config.paste)
                 for det, size, orig in zip(dets, sizes, originals)]
+        return [{k: to_numpy(v) for k, v in d.items()} for d in dets]
 
     def detect(self, images, paste: bool = True):
         """Detections for raw images, at their original sizes.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .. import functional as F
 from .. import nn
-from ..backend import get_array_module
+from ..backend import get_array_module, to_numpy
 from ..detection.level_mapper import LevelMapper
 
 
@@ -45,9 +45,15 @@ class MultiScaleRoIAlign(nn.Module):
         s = self.output_size
         out = xp.zeros((rois.shape[0], c, s, s), dtype=feats[0].dtype)
         per_level = []
+        # group the RoIs by level: a stable sort keeps each level's RoIs in ascending order (what
+        # nonzero(levels == k) would give), and the level sizes are the one value read back
+        order = xp.argsort(levels, kind="stable")
+        counts = to_numpy(xp.bincount(levels, minlength=len(self.scales))).tolist()
+        start = 0
         for k, (p, scale) in enumerate(zip(feats, self.scales)):
-            idx = xp.nonzero(levels == k)[0]
-            if idx.size:
+            idx = order[start:start + counts[k]]
+            start += counts[k]
+            if counts[k]:
                 if self.op == "roi_pool":
                     out[idx], cache = F.roi_pool_forward(p, rois[idx], s, scale)
                 else:

@@ -20,6 +20,8 @@ channel 0 unused), so ``r50_fpn`` loads torchvision's 91-channel predictor as it
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
 from .. import nn
 from ..ops import losses as L
@@ -28,7 +30,7 @@ from ..detection.boxes import BoxCoder
 from ..detection.mask_targets import build_mask_targets
 from ..detection.matcher import Matcher
 from ..detection.postprocess import postprocess_boxes, select_class_masks
-from ..detection.roi_targets import build_roi_targets
+from ..detection.roi_targets import build_roi_targets_batch
 from ..detection.sampler import BalancedPositiveNegativeSampler
 from .mask_head_fc import MaskHeadFC
 from .poolers import MultiScaleRoIAlign
@@ -109,10 +111,15 @@ class RoIHeads(nn.Module):
         """Returns the three losses; keeps what ``backward`` needs."""
         xp = get_array_module(feats[0])
         k1 = self.cfg.num_classes + 1
-        rois, labels, reg, pos_rois, pos_labels, mask_targets = [], [], [], [], [], []
-        for i, (props, t) in enumerate(zip(proposals, targets)):
-            s = build_roi_targets(props, t["boxes"], t["labels"], rng, self.matcher, self.sampler,
-                                  self.box_coder)
+        rois, labels, reg, pos_rois, pos_labels, mask_targets, pos = [], [], [], [], [], [], []
+        samples = build_roi_targets_batch(proposals, [t["boxes"] for t in targets],
+                                          [t["labels"] for t in targets], rng, self.matcher,
+                                          self.sampler, self.box_coder)
+        offset = 0
+        for i, (s, t) in enumerate(zip(samples, targets)):
+            # each image's positives come first: their rows are known from the counts, on the host
+            pos.append(np.arange(offset, offset + s.num_pos))
+            offset += len(s.labels)
             rois.append(xp.concatenate([xp.full((len(s.labels), 1), i, s.rois.dtype), s.rois], 1))
             labels.append(s.labels)
             reg.append(s.regression_targets)
@@ -121,7 +128,7 @@ class RoIHeads(nn.Module):
             mask_targets.append(build_mask_targets(t["masks"], s.rois[: s.num_pos], s.matched_gt[: s.num_pos],
                                                    self.cfg.mask_size, dtype=s.rois.dtype))
         rois, labels, reg = xp.concatenate(rois), xp.concatenate(labels), xp.concatenate(reg)
-        pos = xp.nonzero(labels > 0)[0]
+        pos = xp.asarray(np.concatenate(pos))                                # rows with labels > 0
 
         pooled = self.box_pooler.forward(feats, rois)                        # (R, C, 7, 7)
         cls_logits, box_deltas = self.box_head(pooled)

@@ -21,7 +21,7 @@ from ..detection.anchors import AnchorGenerator
 from ..detection.boxes import BoxCoder
 from ..detection.matcher import Matcher
 from ..detection.proposals import ProposalSettings, generate_proposals
-from ..detection.rpn_targets import build_rpn_targets
+from ..detection.rpn_targets import build_rpn_targets_batch
 from ..detection.sampler import BalancedPositiveNegativeSampler
 
 
@@ -96,19 +96,21 @@ class RPN(nn.Module):
         obj = xp.concatenate([o for o, _ in outs], axis=1)                   # (N, A_total)
         deltas = xp.concatenate([d for _, d in outs], axis=1)                # (N, A_total, 4)
         all_anchors = xp.concatenate(anchors)
-        labels, targets = [], []
-        sizes = image_sizes if image_sizes is not None else [None] * len(gt_boxes)
-        for boxes, size in zip(gt_boxes, sizes):
-            t = build_rpn_targets(all_anchors, boxes, rng, self.matcher, self.sampler, self.box_coder,
-                                  image_size=size)
-            labels.append(t.labels)
-            targets.append(t.regression_targets)
-        labels, targets = xp.stack(labels), xp.stack(targets)                # (N, A_total), (.., 4)
-        sampled = labels >= 0
-        pos = labels == 1
-        n_sampled = max(int(sampled.sum()), 1)
-        loss_cls, c_cls = F.sigmoid_bce_with_logits_forward(obj[sampled], labels[sampled].astype(obj.dtype))
-        loss_box, c_box = F.smooth_l1_forward(deltas[pos], targets[pos], beta=1 / 9)
+        n_anchors = all_anchors.shape[0]
+        ts = build_rpn_targets_batch(all_anchors, gt_boxes, rng, self.matcher, self.sampler,
+                                     self.box_coder, image_sizes)
+        labels, targets = xp.stack([t.labels for t in ts]), xp.stack([t.regression_targets for t in ts])
+        # the sampled and the positive anchors as flat indices into (N * A_total): in image order and
+        # ascending within an image, the order of labels[labels >= 0], without the boolean mask (on a
+        # GPU that would be a wait for the device to count it)
+        sampled = xp.concatenate([xp.sort(xp.concatenate([t.pos_idx, t.neg_idx])) + i * n_anchors
+                                  for i, t in enumerate(ts)])
+        pos = xp.concatenate([t.pos_idx + i * n_anchors for i, t in enumerate(ts)])
+        n_sampled = max(int(sampled.shape[0]), 1)                           # a shape: known on the host
+        loss_cls, c_cls = F.sigmoid_bce_with_logits_forward(obj.reshape(-1)[sampled],
+                                                            labels.reshape(-1)[sampled].astype(obj.dtype))
+        loss_box, c_box = F.smooth_l1_forward(deltas.reshape(-1, 4)[pos], targets.reshape(-1, 4)[pos],
+                                              beta=1 / 9)
         self._loss_cache = (c_cls, c_box, sampled, pos, n_sampled, obj.shape, deltas.shape,
                             [o.shape[1] for o, _ in outs])
         return loss_cls, loss_box / n_sampled
@@ -119,9 +121,9 @@ class RPN(nn.Module):
         d_cls = F.sigmoid_bce_with_logits_backward(d_loss_cls, c_cls)  # (a kernel's cache is opaque)
         xp = get_array_module(d_cls)
         d_obj = xp.zeros(obj_shape, dtype=d_cls.dtype)
-        d_obj[sampled] = d_cls
+        d_obj.reshape(-1)[sampled] = d_cls
         d_del = xp.zeros(del_shape, dtype=d_obj.dtype)
-        d_del[pos] = F.smooth_l1_backward(d_loss_box / n_sampled, c_box)
+        d_del.reshape(-1, 4)[pos] = F.smooth_l1_backward(d_loss_box / n_sampled, c_box)
         bounds = [0, *itertools.accumulate(sizes)]                          # level k: [b_k, b_k+1)
         d_feats = [None] * len(sizes)
         for k in range(len(sizes) - 1, -1, -1):                # the shared head pops in reverse order

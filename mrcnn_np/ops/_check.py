@@ -2,6 +2,19 @@
 was expected, so a wrong shape fails at the call that made it rather than deep inside a GEMM."""
 from __future__ import annotations
 
+import os
+
+import numpy as np
+
+
+def values_on_host(*arrays) -> bool:
+    """True when checks that read an argument's *values* (a range, NaN, box order) should run: always
+    for NumPy arrays, where reading is free; for device arrays only with ``MRCNN_CHECK_VALUES=1``,
+    because each such read makes the host wait for the GPU (a sync). Data is validated on the host
+    when it is loaded, before it is uploaded; the shape and dtype checks run everywhere."""
+    return all(isinstance(a, np.ndarray) for a in arrays) or \
+        os.environ.get("MRCNN_CHECK_VALUES", "0") not in ("", "0")
+
 
 def check_ndim(name: str, a, ndim: int, layout: str) -> None:
     """``a`` must have ``ndim`` dimensions, laid out as ``layout`` (e.g. ``"(N, C, H, W)"``)."""

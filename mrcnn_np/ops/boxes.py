@@ -12,6 +12,7 @@ kernels; :mod:`mrcnn_np.detection.boxes` adds clipping, filtering and the box co
 from __future__ import annotations
 
 from ..backend import get_array_module, to_numpy
+from ._check import values_on_host
 
 __all__ = ["box_area", "box_iou", "check_boxes", "check_box_iou_args"]
 
@@ -22,7 +23,7 @@ def check_boxes(name: str, boxes, ordered: bool = False) -> None:
     if getattr(boxes, "ndim", None) != 2 or boxes.shape[1] != 4:
         raise ValueError(f"{name}: expected an (N, 4) array of (x1, y1, x2, y2) boxes, got shape "
                          f"{getattr(boxes, 'shape', type(boxes).__name__)}")
-    if not ordered or boxes.shape[0] == 0:
+    if not ordered or boxes.shape[0] == 0 or not values_on_host(boxes):
         return
     xp = get_array_module(boxes)
     finite = to_numpy(xp.isfinite(boxes).all(axis=1))

@@ -17,7 +17,7 @@ respect to the predictions (the first argument) only: labels and targets are con
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ._check import check_float, check_ndim
+from ._check import check_float, check_ndim, values_on_host
 
 __all__ = ["softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
            "smooth_l1_forward", "smooth_l1_backward",
@@ -43,7 +43,7 @@ def check_softmax_cross_entropy_args(logits, labels):
     if labels.dtype.kind not in "iu":
         raise ValueError(f"labels: expected an integer array, got dtype {labels.dtype}")
     n, k = logits.shape
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+    if n and values_on_host(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
         raise ValueError(f"labels: expected values in [0, {k}), got min {int(labels.min())} "
                          f"max {int(labels.max())}")
 

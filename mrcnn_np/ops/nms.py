@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module, to_numpy
+from ._check import values_on_host
 from .boxes import check_boxes
 
 __all__ = ["nms", "batched_nms", "batched_nms_coordinate_trick", "check_nms_args",
@@ -55,7 +56,7 @@ def _check_inputs(boxes, scores, iou_threshold, labels=None):
         raise ValueError(f"iou_threshold: expected a number, got {iou_threshold!r}") from None
     if t != t:
         raise ValueError("iou_threshold: expected a number, got NaN")
-    if scores.shape[0] and bool(xp.isnan(scores).any()):
+    if scores.shape[0] and values_on_host(scores) and bool(xp.isnan(scores).any()):
         raise ValueError("scores: contains NaN (its place in the score order is undefined)")
     return xp, t
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 
 from ..backend import get_array_module
-from ._check import check_float, check_ndim, pair
+from ._check import check_float, check_ndim, pair, values_on_host
 
 __all__ = ["roi_align_forward", "roi_align_backward", "check_rois", "check_roi_align_args"]
 
@@ -50,7 +50,7 @@ def check_rois(rois, features, name="rois"):
                          f"got {tuple(rois.shape)}")
     bidx = rois[:, 0]
     bi = bidx.astype(xp.int64)
-    if rois.shape[0]:
+    if rois.shape[0] and values_on_host(rois):
         if bool((bi != bidx).any()):
             raise ValueError(f"{name}: batch indices in column 0 must be whole numbers")
         lo, hi = int(bi.min()), int(bi.max())

@@ -19,9 +19,10 @@ def test_the_backend_registers_every_kernel(numba_cuda):
     pairs = ["roi_align", "roi_pool", "conv2d", "conv_transpose2d", "group_norm", "max_pool2d",
              "softmax_cross_entropy", "smooth_l1", "sigmoid_bce_with_logits"]
     expected = ({f"{p}_{half}" for p in pairs for half in ("forward", "backward")}
-                | {"nms", "batched_nms", "box_iou"})
+                | {"nms", "batched_nms", "box_iou", "paste_masks"})
     assert set(dispatch.kernels_of("numba-cuda")) == expected
-    assert set(MODULES) == {"roi_align", "roi_pool", "nms", "boxes", "conv", "norm", "pool", "losses"}
+    assert set(MODULES) == {"roi_align", "roi_pool", "nms", "boxes", "conv", "norm", "pool", "losses",
+                            "paste"}
 
 
 # ---- RoIAlign / RoIPool -------------------------------------------------------------------------
