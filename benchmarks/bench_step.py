@@ -1,10 +1,17 @@
 """Time one training step of the demo model under each backend, and torchvision's same model.
 
     python benchmarks/bench_step.py [--steps 10] [--warmup 3] [--backends numpy,numba] [--out FILE]
+        [--late runs/demo/checkpoint.npz runs/torchvision_demo/model.pt]
 
-A step is what ``mrcnn_np.train`` does: zero the gradients, forward (losses), backward, SGD update
-(momentum 0.9, weight decay 1e-4, lr 0 so that every step repeats the same work), on one fixed batch (4 shapes images of 128x128, seed 0)
-with a fixed sampler seed; the figure is the median over ``--steps`` steps after ``--warmup`` steps
+Two phases: *early*, freshly initialised models (what the first steps of a run cost), and with
+``--late``, both models loaded with weights trained on the shapes data (ours from ``make demo``,
+torchvision's from ``benchmarks/torchvision_baseline.py``): a trained RPN passes other numbers of
+proposals and positives to the heads, so the late steps cost differently.
+
+A step is what ``mrcnn_np.train`` does (``train_step``: zero the gradients, forward (losses),
+backward, the gradient norm, one read of the losses, SGD update; momentum 0.9, weight decay 1e-4,
+lr 0 so that every step repeats the same work; no clipping, as torchvision's step), on one fixed
+batch (4 shapes images of 128x128, seed 0) with a fixed sampler seed; the figure is the median over ``--steps`` steps after ``--warmup`` steps
 (the first numba call compiles or loads its cache). Every backend that can run here is timed; where
 PyTorch is importable (a separate venv, never a dependency: ``--torch-python``), torchvision's
 Mask R-CNN built to the same config runs the same batch in a child process with the same thread
@@ -79,12 +86,16 @@ def blas_info():
                      if i.get("user_api") == "blas")
 
 
-def time_ours(backend, images, targets, steps, warmup, threads):
-    """Median seconds of a training step under ``backend`` (None if it cannot run here)."""
+def time_ours(backend, images, targets, steps, warmup, threads, weights=None):
+    """Median seconds of a training step under ``backend`` (None if it cannot run here): the training
+    loop's own :func:`mrcnn_np.train.train_step` (no clipping, as torchvision's step below), from
+    the ``weights`` checkpoint if given (the late phase), else a fresh model."""
     import mrcnn_np
     from mrcnn_np.backend import BackendError
+    from mrcnn_np.checkpoint import load_checkpoint
     from mrcnn_np.model import build_model, get_config
     from mrcnn_np.optim import SGD
+    from mrcnn_np.train import train_step
     try:
         b = mrcnn_np.set_backend(backend)
     except BackendError as exc:
@@ -96,14 +107,13 @@ def time_ours(backend, images, targets, steps, warmup, threads):
         import numba
         numba.set_num_threads(threads)
     model = build_model(get_config(STEP_CONFIG, num_classes=3), seed=0)
-    opt = SGD(model.named_parameters(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    if weights:
+        load_checkpoint(weights, model)
+    opt = SGD(model.trainable_parameters(), LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     times, cpu, first = [], [], None
     for t in range(warmup + steps):
         t0, c0 = time.perf_counter(), time.process_time()
-        model.zero_grad()
-        model.forward_train(images, targets, np.random.default_rng(0))
-        model.backward()
-        opt.step(LR)
+        train_step(model, opt, images, targets, np.random.default_rng(0), LR, None)
         sync()
         dt = time.perf_counter() - t0
         if t == 0:
@@ -187,15 +197,19 @@ def build_torchvision(cfg, torch):
         mask_predictor=MaskRCNNPredictor(cfg.mask_channels, cfg.mask_channels, k1))
 
 
-def _torch_only(batch_path, steps, warmup, threads, device="cpu"):
-    """Child process: time torchvision's step on the saved batch (on ``device``); print one JSON line."""
+def _torch_only(batch_path, steps, warmup, threads, device="cpu", weights=None):
+    """Child process: time torchvision's step on the saved batch (on ``device``), from the state dict
+    ``weights`` if given (a ``model.pt`` of benchmarks/torchvision_baseline.py); print one JSON line."""
     import torch
     import torchvision
     from mrcnn_np.model import get_config
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = get_config(STEP_CONFIG, num_classes=3)
-    model = build_torchvision(cfg, torch).to(device)
+    model = build_torchvision(cfg, torch)
+    if weights:
+        model.load_state_dict(torch.load(weights, map_location="cpu"))
+    model = model.to(device)
     model.train()
     data = np.load(batch_path)
     images = [torch.tensor(im, device=device) for im in data["images"]]
@@ -220,6 +234,58 @@ def _torch_only(batch_path, steps, warmup, threads, device="cpu"):
                       "threads": torch.get_num_threads(), "device": device}))
 
 
+def run_phase(args, images, targets, threads, ours_weights=None, torch_weights=None):
+    """Time every backend and torchvision on the batch; returns ``(results, cpu, torch_record)``."""
+    results, cpu = {}, {}
+    for backend in args.backends.split(","):
+        med, first, med_cpu = time_ours(backend, images, targets, args.steps, args.warmup, threads,
+                                        ours_weights)
+        if med is not None:
+            results[backend], cpu[backend] = med, med_cpu
+            print(f"{backend:>12}: {med * 1e3:8.1f} ms per step (median of {args.steps}; "
+                  f"CPU {med_cpu * 1e3:.1f} ms; first step {first:.2f} s)")
+    torch_record = None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "batch.npz")
+        np.savez(path, images=images, **{f"{k}{i}": t[k] for i, t in enumerate(targets)
+                                         for k in ("boxes", "labels", "masks")})
+        repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (repo, os.environ.get("PYTHONPATH")) if p))
+        child = subprocess.run([args.torch_python, __file__, "--torch-only", path, "--steps",
+                                str(args.steps), "--warmup", str(args.warmup),
+                                "--threads", str(threads), "--torch-device", args.torch_device]
+                               + (["--torch-weights", torch_weights] if torch_weights else []),
+                               capture_output=True, text=True, env=env)
+    if child.returncode == 0 and child.stdout.strip():
+        torch_record = json.loads(child.stdout.strip().splitlines()[-1])
+        results["torchvision"], cpu["torchvision"] = torch_record["step_s"], torch_record["cpu_s"]
+        print(f"{'torchvision':>12}: {torch_record['step_s'] * 1e3:8.1f} ms per step (CPU "
+              f"{torch_record['cpu_s'] * 1e3:.1f} ms; torch {torch_record['torch']}, "
+              f"{torch_record['threads']} threads)")
+    else:
+        print("torchvision not importable here (pass --torch-python): "
+              + (child.stderr.strip().splitlines() or ["no output"])[-1])
+    return results, cpu, torch_record
+
+
+def ratios_of(results, cpu):
+    ratios = {}
+    for b in results:
+        if b != "numba" and "numba" in results:
+            ratios[f"numba/{b}"] = results["numba"] / results[b]
+    for gpu_backend in ("cupy", "numba-cuda"):
+        for b in ("numpy", "torchvision", "cupy"):
+            if gpu_backend in results and b in results and b != gpu_backend:
+                ratios[f"{gpu_backend}/{b}"] = results[gpu_backend] / results[b]
+    cpu_ratios = {f"numba/{b}": cpu["numba"] / cpu[b] for b in cpu if b != "numba" and "numba" in cpu}
+    for k, v in ratios.items():
+        print(f"{k:>20}: {v:.2f}")
+    print("CPU-time ratios (process CPU time; robust on a busy machine with --threads 1): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in cpu_ratios.items()))
+    return ratios, cpu_ratios
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10)
@@ -231,12 +297,22 @@ def main(argv=None):
                     help="threads for BLAS, Numba and PyTorch (default: every core)")
     ap.add_argument("--torch-device", default="cpu",
                     help="where torchvision's model runs: cpu, or cuda to compare with the GPU backends")
+    ap.add_argument("--late", nargs=2, metavar=("OURS_CKPT", "TORCH_PT"), default=None,
+                    help="also time the late phase of training: our demo checkpoint (make demo: "
+                         "runs/demo/checkpoint.npz) and torchvision's model.pt trained on the same "
+                         "data (benchmarks/torchvision_baseline.py --out DIR writes DIR/model.pt)")
     ap.add_argument("--torch-only", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--torch-weights", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "step.json"))
     args = ap.parse_args(argv)
     threads = args.threads
     if args.torch_only:
-        return _torch_only(args.torch_only, args.steps, args.warmup, threads, args.torch_device)
+        return _torch_only(args.torch_only, args.steps, args.warmup, threads, args.torch_device,
+                           args.torch_weights)
+    if args.late:
+        for path in args.late:
+            if not os.path.isfile(path):
+                ap.error(f"--late: {path} is not a file")
 
     from mrcnn_np.allocator import keep_freed_memory
     keep_freed_memory()
@@ -253,59 +329,32 @@ def main(argv=None):
     blas = blas_info()
     print(f"machine: {machine}; python {platform.python_version()}; numpy {np.__version__}; "
           f"BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
-    results, cpu = {}, {}
-    for backend in args.backends.split(","):
-        med, first, med_cpu = time_ours(backend, images, targets, args.steps, args.warmup, threads)
-        if med is not None:
-            results[backend], cpu[backend] = med, med_cpu
-            print(f"{backend:>12}: {med * 1e3:8.1f} ms per step (median of {args.steps}; "
-                  f"CPU {med_cpu * 1e3:.1f} ms; first step {first:.2f} s)")
-
-    torch_record = None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "batch.npz")
-        np.savez(path, images=images, **{f"{k}{i}": t[k] for i, t in enumerate(targets)
-                                         for k in ("boxes", "labels", "masks")})
-        repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (repo, os.environ.get("PYTHONPATH")) if p))
-        child = subprocess.run([args.torch_python, __file__, "--torch-only", path, "--steps",
-                                str(args.steps), "--warmup", str(args.warmup),
-                                "--threads", str(threads), "--torch-device", args.torch_device],
-                               capture_output=True, text=True, env=env)
-    if child.returncode == 0 and child.stdout.strip():
-        torch_record = json.loads(child.stdout.strip().splitlines()[-1])
-        results["torchvision"], cpu["torchvision"] = torch_record["step_s"], torch_record["cpu_s"]
-        print(f"{'torchvision':>12}: {torch_record['step_s'] * 1e3:8.1f} ms per step (CPU "
-              f"{torch_record['cpu_s'] * 1e3:.1f} ms; torch {torch_record['torch']}, "
-              f"{torch_record['threads']} threads)")
-    else:
-        print("torchvision not importable here (pass --torch-python): "
-              + (child.stderr.strip().splitlines() or ["no output"])[-1])
-
-    ratios = {}
-    for b in results:
-        if b != "numba" and "numba" in results:
-            ratios[f"numba/{b}"] = results["numba"] / results[b]
-    for gpu_backend in ("cupy", "numba-cuda"):
-        for b in ("numpy", "torchvision", "cupy"):
-            if gpu_backend in results and b in results and b != gpu_backend:
-                ratios[f"{gpu_backend}/{b}"] = results[gpu_backend] / results[b]
-    for k, v in ratios.items():
-        print(f"{k:>20}: {v:.2f}")
-    cpu_ratios = {f"numba/{b}": cpu["numba"] / cpu[b] for b in cpu if b != "numba" and "numba" in cpu}
+    phases = {}
+    print("== early: freshly initialised models")
+    results, cpu, torch_record = run_phase(args, images, targets, threads)
+    ratios, cpu_ratios = ratios_of(results, cpu)
+    phases["early"] = {"results": results, "ratios": ratios, "cpu_s": cpu, "cpu_ratios": cpu_ratios}
+    if args.late:
+        print(f"== late: trained weights ({args.late[0]}; {args.late[1]})")
+        late, late_cpu, _ = run_phase(args, images, targets, threads, *args.late)
+        late_ratios, late_cpu_ratios = ratios_of(late, late_cpu)
+        phases["late"] = {"weights": list(args.late), "results": late, "ratios": late_ratios,
+                          "cpu_s": late_cpu, "cpu_ratios": late_cpu_ratios}
     torch_device = torch_record.get("device", "cpu") if torch_record else None
-    print("CPU-time ratios (process CPU time; robust on a busy machine with --threads 1): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in cpu_ratios.items()))
     try:
         load = os.getloadavg()[0]
     except OSError:
         load = None
-    record = {"machine": machine, "blas": blas, "numpy": np.__version__, "threads": threads,
+    record = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+              "date": time.strftime("%Y-%m-%d", time.gmtime()),
+              "machine": machine, "blas": blas, "numpy": np.__version__, "threads": threads,
               "steps": args.steps, "warmup": args.warmup, "config": STEP_CONFIG, "load_avg_1min": load,
-              "unit": "s, median training step (zero_grad + forward + backward + SGD)",
-              "torch": torch_record, "torch_device": torch_device, "results": results, "ratios": ratios,
-              "cpu_s": cpu, "cpu_ratios": cpu_ratios}
+              "unit": "s, median training step (mrcnn_np.train.train_step without clipping; "
+                      "torchvision: zero_grad + forward + backward + SGD)",
+              "torch": torch_record, "torch_device": torch_device,
+              # the early phase at the top level, as before; both phases under "phases"
+              "results": results, "ratios": ratios, "cpu_s": cpu, "cpu_ratios": cpu_ratios,
+              "phases": phases}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as fh:

@@ -35,17 +35,15 @@ def main(argv=None):
     from mrcnn_np.allocator import keep_freed_memory
     from mrcnn_np.model import build_model, get_config
     from mrcnn_np.optim import SGD
+    from mrcnn_np.train import train_step
     keep_freed_memory()
     mrcnn_np.set_backend(args.backend)
     images, targets = make_batch()
     model = build_model(get_config(STEP_CONFIG, num_classes=3), seed=0)
     opt = SGD(model.named_parameters(), LR, momentum=0.9, weight_decay=1e-4)
 
-    def step():
-        model.zero_grad()
-        model.forward_train(images, targets, np.random.default_rng(0))
-        model.backward()
-        opt.step(LR)
+    def step():                                            # the training loop's own step
+        train_step(model, opt, images, targets, np.random.default_rng(0), LR, None)
 
     for _ in range(2):
         step()                                             # compile / load the cache, warm up

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 
 def measure(config: str = "demo", batch: int = 4, steps: int = 2, dtype: str = "float32",
-            infer: bool = True):
+            infer: bool = True, call_sites: bool = False):
     """``(train_log, infer_log, steps, images)``: the :class:`cupy_strict.Log` of ``steps`` training
     steps and of one ``predict`` over ``batch`` images (None with ``infer=False``), each after a
     warm-up."""
@@ -45,13 +45,13 @@ def measure(config: str = "demo", batch: int = 4, steps: int = 2, dtype: str = "
             return train_step(model, opt, images, targets, np.random.default_rng([0, t]), 0.01, CLIP_NORM,
                               step=t + 1)
         one(0)
-        with cupy_strict.counting() as train_log:
+        with cupy_strict.counting(call_sites) as train_log:
             for t in range(1, steps + 1):
                 one(t)
         infer_log = None
         if infer:
             model.predict(images)
-            with cupy_strict.counting() as infer_log:
+            with cupy_strict.counting(call_sites) as infer_log:
                 model.predict(images)
     return train_log, infer_log, steps, batch
 
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=2)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    train_log, infer_log, steps, batch = measure(args.config, args.batch, args.steps)
+    train_log, infer_log, steps, batch = measure(args.config, args.batch, args.steps, call_sites=True)
     print(f"config {args.config}, batch {args.batch}, gradient clipping on "
           f"({time.perf_counter() - t0:.0f} s on the CPU stand-in)\n")
     print(f"== per training step (mean of {steps})")

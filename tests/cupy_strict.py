@@ -53,10 +53,11 @@ DATA_DEPENDENT = {"nonzero", "flatnonzero", "argwhere", "unique", "compress", "e
 class Log:
     """What happened on the 'device' while counting was on."""
 
-    def __init__(self):
+    def __init__(self, call_sites: bool = False):
         self.sync_sites = collections.Counter()      # (kind, "file:line") -> count
         self.upload_sites = collections.Counter()
         self.calls = 0
+        self.call_files = collections.Counter() if call_sites else None   # "file" -> device calls
 
     @property
     def syncs(self) -> int:
@@ -78,6 +79,11 @@ class Log:
             lines.append(f"{n / per:7.4g}  {kind:22s} {site}")
         lines.append(f"{self.uploads / per:7.4g}  total host -> device uploads")
         lines.append(f"{self.calls / per:7.4g}  device calls (ufuncs, functions, methods, kernels)")
+        if self.call_files:
+            lines.append("")
+            lines.append(f"{'calls':>7s}  file")
+            for f, n in self.call_files.most_common(12):
+                lines.append(f"{n / per:7.4g}  {f}")
         return "\n".join(lines)
 
 
@@ -120,13 +126,16 @@ def _upload(kind: str) -> None:
 def _call() -> None:
     if _log is not None:
         _log.calls += 1
+        if _log.call_files is not None:
+            _log.call_files[_site().rsplit(":", 1)[0]] += 1
 
 
 @contextlib.contextmanager
-def counting():
-    """Count transfers and calls inside the block; yields the :class:`Log`."""
+def counting(call_sites: bool = False):
+    """Count transfers and calls inside the block (``call_sites``: also which file made each call);
+    yields the :class:`Log`."""
     global _log
-    previous, _log = _log, Log()
+    previous, _log = _log, Log(call_sites)
     try:
         yield _log
     finally:

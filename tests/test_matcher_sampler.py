@@ -160,3 +160,19 @@ def test_rpn_targets_degenerate_ground_truth():
     with warnings.catch_warnings():
         warnings.simplefilter("error")                                # a clean gt list warns nothing
         build_rpn_targets(anchors, gt[1:], rng=0)
+
+
+def test_sampler_batch_equals_one_image_at_a_time():
+    """sample_batch draws each image's keys in turn from the generator: the same samples as calling
+    the sampler image by image with that generator, with one read of the counts for all."""
+    rng = np.random.default_rng(3)
+    labels = [rng.choice([-1, 0, 1, 2], size=n, p=[0.2, 0.6, 0.1, 0.1]) for n in (50, 300, 7)]
+    s = BalancedPositiveNegativeSampler(64, 0.25)
+    batch = s.sample_batch(labels, np.random.default_rng(11))
+    gen = np.random.default_rng(11)
+    for lab, (pos, neg) in zip(labels, batch):
+        want_pos, want_neg = s(lab, gen)
+        np.testing.assert_array_equal(pos, want_pos)
+        np.testing.assert_array_equal(neg, want_neg)
+        assert (lab[pos] >= 1).all() and (lab[neg] == 0).all()
+        assert len(pos) == min((lab >= 1).sum(), 16) and len(neg) == min((lab == 0).sum(), 64 - len(pos))

@@ -155,3 +155,28 @@ def test_postprocess_masks_end_to_end():
     expected = np.zeros((8, 8), bool)
     expected[2:6, 2:6] = True
     np.testing.assert_array_equal(out["masks"][0], expected)
+
+
+def test_batched_postprocess_equals_image_by_image():
+    """postprocess_boxes_batch (one NMS for the batch, label = image * (K + 1) + class) gives each
+    image exactly what postprocess_boxes gives it alone, including images with no RoIs."""
+    from mrcnn_np.detection.postprocess import postprocess_boxes, postprocess_boxes_batch
+    rng = np.random.default_rng(7)
+    counts, sizes, k1 = [30, 0, 45], [(60, 80), (50, 50), (64, 40)], 4
+    logits = rng.normal(0, 2, (sum(counts), k1))
+    deltas = rng.normal(0, 0.5, (sum(counts), 4 * k1))
+    props = []
+    for c, (h, w) in zip(counts, sizes):
+        xy = rng.uniform(0, [w - 10, h - 10], (c, 2))
+        props.append(np.concatenate([xy, xy + rng.uniform(4, 30, (c, 2))], 1))
+    props = np.concatenate(props)
+    got = postprocess_boxes_batch(logits, deltas, props, counts, sizes, score_thresh=0.1,
+                                  nms_thresh=0.5, detections_per_img=12)
+    start = 0
+    for i, c in enumerate(counts):
+        want = postprocess_boxes(logits[start:start + c], deltas[start:start + c], props[start:start + c],
+                                 sizes[i], score_thresh=0.1, nms_thresh=0.5, detections_per_img=12)
+        start += c
+        for key in ("boxes", "scores", "labels"):
+            np.testing.assert_array_equal(got[i][key], want[key], err_msg=f"image {i} {key}")
+    assert [len(d["scores"]) for d in got][1] == 0 and len(got[0]["scores"]) == 12

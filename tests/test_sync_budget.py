@@ -71,3 +71,27 @@ def test_training_step_sync_budget_demo():
     import sync_report
     train, _, steps, _ = sync_report.measure("demo", batch=4, steps=1, infer=False)
     assert train.syncs / steps <= TRAIN_BUDGET, "\n" + train.table(per=steps)
+
+
+def test_inference_sync_budget_tiny(tiny_counts):
+    _, infer, _, images = tiny_counts
+    assert infer.syncs / images <= INFER_BUDGET, "\n" + infer.table(per=images)
+
+
+def test_batched_inference_equals_image_by_image():
+    """The RoI heads run the batch together (one pooling, one NMS); each image's detections must be
+    what it gets alone."""
+    import mrcnn_np
+    from bench_step import make_batch
+    from mrcnn_np.model import build_model, get_config
+    mrcnn_np.set_backend("numpy")
+    cfg = get_config("tiny", num_classes=3, dtype="float64", score_thresh=0.0)
+    model = build_model(cfg, seed=0)
+    images, _ = make_batch(3, cfg.image_size)
+    together = model.predict(images.astype(np.float64))
+    assert sum(len(d["scores"]) for d in together) > 0
+    for i, got in enumerate(together):
+        alone = model.predict(images[i:i + 1].astype(np.float64))[0]
+        assert got.keys() == alone.keys()
+        for k in got:
+            np.testing.assert_allclose(got[k], alone[k], rtol=1e-9, atol=1e-9, err_msg=k)

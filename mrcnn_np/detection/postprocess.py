@@ -53,8 +53,9 @@ from ..backend import get_array_module, get_backend, to_numpy
 from .boxes import BoxCoder, _image_size, check_boxes, clip_boxes, remove_small_boxes
 from ..functional import batched_nms
 from ..functional import interpolate_bilinear
+from ..ops._check import values_on_host
 
-__all__ = ["postprocess_boxes", "select_class_masks", "paste_masks", "paste_masks_torchvision",
+__all__ = ["postprocess_boxes", "postprocess_boxes_batch", "select_class_masks", "paste_masks", "paste_masks_torchvision",
            "postprocess_masks", "detections_to_original", "PASTE_MODES"]
 
 #: ``paste_masks(mode=...)``: our pixel-centre sampling, or torchvision's ``paste_masks_in_image``.
@@ -101,6 +102,60 @@ def postprocess_boxes(class_logits, box_deltas, proposals, image_size, score_thr
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
+def postprocess_boxes_batch(class_logits, box_deltas, proposals, counts, image_sizes,
+                            score_thresh: float = 0.05, nms_thresh: float = 0.5,
+                            detections_per_img: int = 100, min_size: float = 1e-2,
+                            box_coder: BoxCoder | None = None):
+    """:func:`postprocess_boxes` for the RoIs of several images at once, with the same result per image.
+
+    class_logits ``(R, K+1)``, box_deltas ``(R, 4(K+1))`` or ``(R, 4K)``, proposals ``(R, 4)``: the
+    RoIs of image 0 first, ``counts[i]`` of image ``i``; image_sizes: one ``(h, w)`` per image.
+    Returns one dict per image, as :func:`postprocess_boxes` gives it.
+
+    Why batched: each data-dependent step (which candidates pass the score and size filters, what NMS
+    keeps, how many each image keeps) is then one read for the batch instead of one per image; on a
+    GPU each read is a wait for the device. NMS runs once over all images with the label
+    ``image * (K + 1) + class``, so boxes of different images never suppress each other; its output is
+    in decreasing score order (ties: lower index, i.e. earlier image, first), and a stable grouping
+    by image gives each image's detections in the order :func:`postprocess_boxes` returns them.
+    """
+    xp = get_array_module(class_logits)
+    counts = [int(c) for c in counts]
+    n = len(counts)
+    if len(image_sizes) != n or sum(counts) != proposals.shape[0]:
+        raise ValueError(f"counts: expected one count per image ({len(image_sizes)} image sizes) "
+                         f"summing to the {proposals.shape[0]} proposals, got {counts}")
+    check_boxes("proposals", proposals)
+    r, k1 = class_logits.shape
+    k = k1 - 1
+    box_coder = box_coder or BoxCoder((10.0, 10.0, 5.0, 5.0))
+    boxes = box_coder.decode(box_deltas, proposals).reshape(r, box_deltas.shape[1] // 4, 4)
+    if boxes.shape[1] == k1:
+        boxes = boxes[:, 1:]                                              # drop the background group
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+    boxes = xp.concatenate([clip_boxes(boxes[starts[i]:starts[i + 1]], tuple(image_sizes[i]))
+                            for i in range(n)]).reshape(-1, 4) if r else boxes.reshape(-1, 4)
+    scores = _softmax(class_logits)[:, 1:].reshape(-1)                    # (R*K,)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    valid = to_numpy((scores > score_thresh) & (w >= min_size) & (h >= min_size))   # one read
+    image = np.repeat(np.arange(n), np.asarray(counts) * k)               # (R*K,) on the host
+    label = np.tile(np.arange(1, k1), r)
+    cand = np.flatnonzero(valid)
+    boxes, scores = boxes[xp.asarray(cand)], scores[xp.asarray(cand)]
+    labels = xp.asarray(label[cand])
+    groups = xp.asarray(image[cand] * k1 + label[cand])
+    keep = batched_nms(boxes, scores, groups, nms_thresh)                # one read (the greedy pass)
+    img_of_keep = xp.asarray(image[cand])[keep]
+    order = keep[xp.argsort(img_of_keep, kind="stable")]                 # grouped by image, in order
+    per_image = to_numpy(xp.bincount(img_of_keep, minlength=n)).tolist()  # one read
+    out, start = [], 0
+    for c in per_image:
+        take = order[start:start + min(c, detections_per_img)]
+        start += c
+        out.append({"boxes": boxes[take], "scores": scores[take], "labels": labels[take]})
+    return out
+
+
 def select_class_masks(mask_logits, labels, background_channel: bool = True):
     """mask_logits ``(D, C, m, m)``, labels ``(D,)`` in 1..K -> probabilities ``(D, m, m)``:
     ``sigmoid(mask_logits[d, c_d])`` with ``c_d = label_d`` when the head has a background channel
@@ -111,7 +166,7 @@ def select_class_masks(mask_logits, labels, background_channel: bool = True):
     if labels.shape != (mask_logits.shape[0],):
         raise ValueError(f"labels: expected shape ({mask_logits.shape[0]},), got {tuple(labels.shape)}")
     ch = labels.astype(xp.int64) - (0 if background_channel else 1)
-    if ch.shape[0] and (int(ch.min()) < 0 or int(ch.max()) >= mask_logits.shape[1]):
+    if ch.shape[0] and values_on_host(ch) and (int(ch.min()) < 0 or int(ch.max()) >= mask_logits.shape[1]):
         raise ValueError(f"labels: channel out of range for mask_logits with {mask_logits.shape[1]} "
                          f"channels (background_channel={background_channel})")
     x = mask_logits[xp.arange(ch.shape[0]), ch]                           # (D, m, m)

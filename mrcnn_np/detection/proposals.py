@@ -126,12 +126,16 @@ def generate_proposals(objectness, deltas, anchors, image_sizes, settings: Propo
     xp = get_array_module(objectness[0])
     tops = [top_k_indices(o, min(settings.pre_nms_top_n, o.shape[1])) for o in objectness]  # (N, k_l)
     levels = xp.concatenate([xp.full(t.shape[1], lvl, dtype=xp.int64) for lvl, t in enumerate(tops)])
+    # every image's and level's candidates side by side, (N, K) with K = sum of k_l, decoded at once
+    logits = xp.concatenate([xp.take_along_axis(o, t, axis=1) for t, o in zip(tops, objectness)], axis=1)
+    picked = xp.concatenate([xp.take_along_axis(d, t[:, :, None], axis=1) for t, d in zip(tops, deltas)],
+                            axis=1)                                                  # (N, K, 4)
+    under = xp.concatenate([xp.asarray(a)[t] for t, a in zip(tops, anchors)], axis=1)   # (N, K, 4)
+    decoded = box_coder.decode(picked.reshape(-1, 4), under.reshape(-1, 4)).reshape(picked.shape)
+    scores_all = _sigmoid(logits)
     candidates, valid = [], []
     for i in range(n):
-        boxes = xp.concatenate([box_coder.decode(d[i][t[i]], xp.asarray(a)[t[i]])      # (k_l, 4)
-                                for t, d, a in zip(tops, deltas, anchors)])
-        boxes = clip_boxes(boxes, tuple(image_sizes[i]))
-        scores = _sigmoid(xp.concatenate([o[i][t[i]] for t, o in zip(tops, objectness)]))
+        boxes, scores = clip_boxes(decoded[i], tuple(image_sizes[i])), scores_all[i]
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         valid.append((w >= settings.min_size) & (h >= settings.min_size)
                      & (scores >= settings.score_thresh))

@@ -44,6 +44,28 @@ from .transform import SIZE_DIVISIBILITY, ImageTransform
 LOSS_NAMES = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask")
 
 
+def _to_host(dets: list) -> list:
+    """The batch's detections as NumPy arrays, in two copies from a GPU whatever the batch size: one
+    for the numbers (boxes, scores, labels, as float64, exact for each) and one for the masks."""
+    if not dets or all(isinstance(v, np.ndarray) for d in dets for v in d.values()):
+        return [{k: np.asarray(v) for k, v in d.items()} for d in dets]
+    xp = get_array_module(dets[0]["boxes"])
+    out = [dict() for _ in dets]
+    groups = [[k for k in dets[0] if k not in ("masks", "mask_probs")],
+              [k for k in dets[0] if k in ("masks", "mask_probs")]]
+    for keys in groups:
+        if not keys:
+            continue
+        pieces = [(o, k, d[k]) for o, d in zip(out, dets) for k in keys]
+        dtype = xp.float64 if len(keys) > 1 else pieces[0][2].dtype
+        flat = to_numpy(xp.concatenate([p.reshape(-1).astype(dtype) for _, _, p in pieces]))  # one copy
+        start = 0
+        for o, k, p in pieces:
+            o[k] = flat[start:start + p.size].astype(p.dtype).reshape(p.shape)
+            start += p.size
+    return out
+
+
 def _clean(target: dict) -> dict:
     """Ground truth validated and its zero-area boxes dropped while it is still on the host (free
     there), so the model never reads target values back from a GPU."""
@@ -53,11 +75,12 @@ def _clean(target: dict) -> dict:
     keep, boxes, labels = clean_ground_truth(boxes, labels, name="gt_boxes")
     if len(keep) == len(target["boxes"]):
         return target
-    out = {**target, "boxes": boxes}
+    g = len(target["boxes"])
+    out = {k: (v[keep] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == g else v)
+           for k, v in target.items()}                       # masks and any other per-object field
+    out["boxes"] = boxes
     if labels is not None:
         out["labels"] = labels
-    if "masks" in target:
-        out["masks"] = target["masks"][keep]
     return out
 
 
@@ -181,7 +204,7 @@ class MaskRCNN(nn.Module):
         # results move to the host, where they live.
         dets = [detections_to_original(det, size, orig, paste, mode=self.config.paste)
                 for det, size, orig in zip(dets, sizes, originals)]
-        return [{k: to_numpy(v) for k, v in d.items()} for d in dets]
+        return _to_host(dets)
 
     def detect(self, images, paste: bool = True):
         """Detections for raw images, at their original sizes.

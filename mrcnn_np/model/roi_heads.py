@@ -29,7 +29,7 @@ from ..backend import get_array_module
 from ..detection.boxes import BoxCoder
 from ..detection.mask_targets import build_mask_targets
 from ..detection.matcher import Matcher
-from ..detection.postprocess import postprocess_boxes, select_class_masks
+from ..detection.postprocess import postprocess_boxes_batch, select_class_masks
 from ..detection.roi_targets import build_roi_targets_batch
 from ..detection.sampler import BalancedPositiveNegativeSampler
 from .mask_head_fc import MaskHeadFC
@@ -181,28 +181,36 @@ class RoIHeads(nn.Module):
     def predict(self, feats, proposals, image_sizes):
         """Inference: per image ``{boxes (D, 4), scores, labels, mask_probs (D, m, m)}``, boxes in input
         pixels clipped to the image's valid area ``image_sizes[i] = (h, w)`` (empty ones removed
-        before NMS); ``mask_probs`` the sigmoid of the mask head's channel of each box's class."""
+        before NMS); ``mask_probs`` the sigmoid of the mask head's channel of each box's class.
+
+        All images go through each stage together (one pooling, one head call, one NMS for the
+        batch; the RoIs carry their image's index): the same detections as image by image, with a
+        few reads back from a GPU per batch instead of per image."""
         xp = get_array_module(feats[0])
-        results = []
-        for i, (props, size) in enumerate(zip(proposals, image_sizes)):
-            one = [f[i : i + 1] for f in feats]                                 # this image only
-            rois = xp.concatenate([xp.zeros((len(props), 1), props.dtype), props], 1)
-            cls_logits, box_deltas = self.box_head(self.box_pooler.forward(one, rois))
-            det = postprocess_boxes(cls_logits, box_deltas, props, size, self.cfg.score_thresh,
-                                    self.cfg.nms_thresh, self.cfg.detections_per_img,
-                                    box_coder=self.box_coder)
-            boxes = det["boxes"].astype(props.dtype)
-            if boxes.shape[0]:
-                mrois = xp.concatenate([xp.zeros((len(boxes), 1), boxes.dtype), boxes], 1)
-                mask_logits = self.mask_head(self.mask_pooler.forward(one, mrois))
-            else:
-                mask_logits = xp.zeros((0, self.cfg.num_classes + self.background_channel,
-                                        self.cfg.mask_size, self.cfg.mask_size), dtype=props.dtype)
-            if self.softmax_masks:          # the class must win the per-pixel softmax (argmax)
-                mask_logits = softmax_winner_margin(mask_logits)
-            probs = select_class_masks(mask_logits, det["labels"],
-                                       background_channel=self.background_channel)
-            results.append({**det, "boxes": boxes, "mask_probs": probs})
+        counts = [int(p.shape[0]) for p in proposals]
+        dt = proposals[0].dtype
+        rois = xp.concatenate([xp.concatenate([xp.full((c, 1), i, dt), p.astype(dt, copy=False)], 1)
+                               for i, (c, p) in enumerate(zip(counts, proposals))])
+        cls_logits, box_deltas = self.box_head(self.box_pooler.forward(feats, rois))
+        dets = postprocess_boxes_batch(cls_logits, box_deltas, rois[:, 1:], counts, image_sizes,
+                                       self.cfg.score_thresh, self.cfg.nms_thresh,
+                                       self.cfg.detections_per_img, box_coder=self.box_coder)
+        found = [int(d["boxes"].shape[0]) for d in dets]
+        channels = self.cfg.num_classes + self.background_channel
+        if sum(found):
+            mrois = xp.concatenate([xp.concatenate([xp.full((c, 1), i, dt), d["boxes"].astype(dt)], 1)
+                                    for i, (c, d) in enumerate(zip(found, dets))])
+            mask_logits = self.mask_head(self.mask_pooler.forward(feats, mrois))
+        else:
+            mask_logits = xp.zeros((0, channels, self.cfg.mask_size, self.cfg.mask_size), dtype=dt)
+        if self.softmax_masks:          # the class must win the per-pixel softmax (argmax)
+            mask_logits = softmax_winner_margin(mask_logits)
+        labels = xp.concatenate([d["labels"] for d in dets])
+        probs = select_class_masks(mask_logits, labels, background_channel=self.background_channel)
+        results, start = [], 0
+        for c, d in zip(found, dets):
+            results.append({**d, "boxes": d["boxes"].astype(dt), "mask_probs": probs[start:start + c]})
+            start += c
         return results
 
 
