@@ -56,6 +56,14 @@ PAPER = {   # Mask R-CNN, Table 2 (COCO minival, mask AP / AP50 / AP75)
     "p5_roi_align": "2d (stride 32): RoIAlign 30.9 / 51.8 / 32.1",
     "p5_roi_pool": "2d (stride 32): RoIPool 23.6 / 46.5 / 21.6",
 }
+# (variant, reference it is compared with, the paper's mask AP of both, which table)
+COMPARISONS = [
+    ("softmax", "baseline", (24.8, 30.3), "2b: softmax vs sigmoid"),
+    ("roi_pool", "baseline", (26.9, 30.3), "2c: RoIPool vs RoIAlign"),
+    ("p5_roi_pool", "p5_roi_align", (23.6, 30.9), "2d: RoIPool vs RoIAlign, stride 32"),
+    ("fc_mask_head", "baseline", (31.5, 33.6), "2e: MLP vs FCN mask head"),
+    ("p5_roi_align", "baseline", None, "stride 32 alone vs the FPN levels (not in Table 2)"),
+]
 DEFAULT_STEPS = 400         # about 2.7 min (baseline) to 4.5 min (RoIPool) of training per run at 1 thread
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -114,6 +122,55 @@ def summarise(runs: list) -> tuple[dict, dict]:
     return mean, std
 
 
+def verdicts(report: dict) -> list[dict]:
+    """Per comparison: our mask-AP gap (variant - reference, means over seeds), the standard error of
+    that difference of means ``sqrt(s_v^2 / n_v + s_r^2 / n_r)``, the paper's gap, and whether the
+    paper's direction holds here and the gap is beyond twice the standard error."""
+    out = []
+    for v, ref, paper, what in COMPARISONS:
+        dv, dr = report["variants"].get(v), report["variants"].get(ref)
+        if not dv or not dr or not dv["mean"]["segm"] or not dr["mean"]["segm"]:
+            continue
+        av = [r["segm"]["AP"] for r in dv["runs"] if "error" not in r]
+        ar = [r["segm"]["AP"] for r in dr["runs"] if "error" not in r]
+        gap = statistics.fmean(av) - statistics.fmean(ar)
+        se = ((statistics.variance(av) / len(av) if len(av) > 1 else float("nan"))
+              + (statistics.variance(ar) / len(ar) if len(ar) > 1 else float("nan"))) ** 0.5
+        paper_gap = None if paper is None else paper[0] - paper[1]
+        out.append({"variant": v, "reference": ref, "what": what, "gap": gap, "se": se,
+                    "paper_gap": paper_gap,
+                    "direction_holds": None if paper_gap is None else (gap < 0) == (paper_gap < 0),
+                    "beyond_spread": abs(gap) > 2 * se})
+    return out
+
+
+def markdown(report: dict) -> str:
+    """The table of docs/results.md: per variant mean ± std over seeds, then one line per comparison."""
+    lines = ["| variant | mask AP | AP50 | AP75 | box AP | seeds |", "|---|---:|---:|---:|---:|---:|"]
+    for v, d in report["variants"].items():
+        m, sd = d["mean"], d.get("std")
+        if not m["segm"]:
+            continue
+        cell = (lambda kind, k: f"{m[kind][k]:.3f} ± {sd[kind][k]:.3f}") if sd else \
+            (lambda kind, k: f"{m[kind][k]:.3f}")
+        n = sum("error" not in r for r in d["runs"])
+        lines.append(f"| {v} | {cell('segm', 'AP')} | {cell('segm', 'AP50')} | {cell('segm', 'AP75')} | "
+                     f"{cell('bbox', 'AP')} | {n} |")
+    lines += ["", "| comparison | our mask-AP gap (± s.e.) | the paper's gap | the paper's direction here |",
+              "|---|---:|---:|---|"]
+    for c in verdicts(report):
+        paper = "—" if c["paper_gap"] is None else f"{c['paper_gap']:+.1f}"
+        if not c["beyond_spread"]:
+            verdict = "not resolved: the gap is within twice its standard error"
+        elif c["direction_holds"] is None:
+            verdict = "a clear gap (beyond twice its standard error)"
+        else:
+            verdict = ("holds" if c["direction_holds"] else "reversed") + " (beyond twice the standard error)"
+        lines.append(f"| {c['what']} ({c['variant']} − {c['reference']}) | {c['gap']:+.3f} "
+                     f"(± {c['se']:.3f}) | {paper} | {verdict} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -128,7 +185,12 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(ROOT / "data" / "shapes"))
     p.add_argument("--runs", default=str(ROOT / "runs" / "ablations"), help="where the runs go")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ablations.json"))
+    p.add_argument("--table", metavar="JSON", default=None,
+                   help="train nothing: print the Markdown table of an earlier run's JSON")
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())))
+        return 0
     n_runs = len(args.variants) * len(args.seeds)
     args.jobs = args.jobs or max(1, min(os.cpu_count() or 1, n_runs))
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
