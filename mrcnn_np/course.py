@@ -2,7 +2,10 @@
 trained checkpoint, the paper's model, showing figures. Nothing here computes anything the notebooks
 teach.
 
-* ``MRCNN_BACKEND`` (default ``numpy``) picks the backend, as everywhere in the project.
+* ``MRCNN_BACKEND`` (default ``numpy``) picks the backend, as everywhere in the project. Under a GPU
+  backend (``cupy``, ``numba-cuda``) the model's arrays live on the GPU: :func:`to_device` moves the
+  NumPy arrays a cell makes there before they meet the model or an op, and :func:`to_host` brings
+  results back for NumPy and matplotlib (both are no-ops on the CPU backends).
 * ``MRCNN_FAST=1`` (the test suite sets it) makes every notebook small: fewer images, fewer steps.
   Notebooks 06-08 never train the ablations themselves: they read ``benchmarks/results/ablations.json``
   (``make experiments``), or the file ``$MRCNN_ABLATIONS_JSON`` names, and skip their tables without it.
@@ -15,6 +18,7 @@ teach.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -24,10 +28,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from .backend import set_backend
+import numpy as np
 
-__all__ = ["FAST", "setup", "show", "repo_root", "cache_dir", "shapes", "trained_checkpoint",
-           "r50_checkpoint", "ablations", "ABLATIONS_JSON"]
+from .backend import get_backend, set_backend, to_numpy
+
+__all__ = ["FAST", "setup", "show", "to_device", "to_host", "on_numpy", "repo_root", "cache_dir", "shapes",
+           "trained_checkpoint", "r50_checkpoint", "ablations", "ABLATIONS_JSON"]
 
 FAST = os.environ.get("MRCNN_FAST", "0") not in ("", "0")
 
@@ -56,6 +62,46 @@ def show(fig, dpi=None):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi or fig.dpi)
     display(Image(data=buf.getvalue()))
+
+
+def to_device(obj):
+    """NumPy arrays -> arrays of the active backend (CuPy arrays on the GPU under ``cupy`` and
+    ``numba-cuda``; unchanged on ``numpy`` and ``numba``), also inside dicts, lists and tuples (a
+    batch's targets). What the model does to a batch it is given, for cells that call its parts or an
+    op directly."""
+    if isinstance(obj, dict):
+        return {k: to_device(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return get_backend().xp.asarray(obj)
+    return obj
+
+
+def to_host(obj):
+    """The reverse of :func:`to_device`: every array -> a NumPy array (a copy from the GPU under a GPU
+    backend, :func:`mrcnn_np.backend.to_numpy`), also inside dicts, lists and tuples; for NumPy code
+    and matplotlib, which read host memory only."""
+    if isinstance(obj, dict):
+        return {k: to_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_host(v) for v in obj)
+    if type(obj).__module__.split(".")[0] == "cupy":          # a device array (NumPy's stay as they are)
+        return to_numpy(obj)
+    return obj
+
+
+@contextlib.contextmanager
+def on_numpy():
+    """Run the block on the ``numpy`` backend (the reference), then restore the chosen one: for the
+    finite-difference gradient checks (:mod:`mrcnn_np.gradcheck`), which perturb host arrays one
+    element at a time."""
+    previous = get_backend().name
+    set_backend("numpy")
+    try:
+        yield
+    finally:
+        set_backend(previous)
 
 
 def cache_dir() -> Path:

@@ -474,6 +474,19 @@ def check(name: str, fn) -> bool:
     if name not in EXERCISES:
         print(f"exercise {name!r}: no such exercise (known: {', '.join(sorted(EXERCISES))})")
         return False
+    # NOTE: the exercises are NumPy code on host arrays, so both the learner's function and the
+    # reference run on the numpy backend, whichever backend the notebook uses (under cupy the
+    # reference's dispatched ops would refuse host arrays)
+    from .backend import get_backend, set_backend
+    previous = get_backend().name
+    set_backend("numpy")
+    try:
+        return _check(name, fn)
+    finally:
+        set_backend(previous)
+
+
+def _check(name: str, fn) -> bool:
     ex = EXERCISES[name]
     cases = ex.cases()
     for k, args in enumerate(cases):

@@ -15,7 +15,8 @@ image filling it, so image pixel ``(px, py)`` is the block ``[px*zoom, (px+1)*zo
 
 Images may be ``uint8`` or float (``[0, 1]`` if its maximum is at most 1, else ``[0, 255]``), laid out
 ``(H, W, 3)``, ``(H, W, 4)`` (alpha ignored), ``(3, H, W)`` (the model's layout) or ``(H, W)`` gray.
-Boxes are ``(D, 4)`` ``x1, y1, x2, y2`` in pixels; masks ``(D, H, W)`` binary.
+Boxes are ``(D, 4)`` ``x1, y1, x2, y2`` in pixels; masks ``(D, H, W)`` binary. Arrays may come from any
+backend: a CuPy (device) array is copied to the host first (:func:`mrcnn_np.backend.to_numpy`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .atomic import atomic_write_bytes
+from .backend import to_numpy
 
 __all__ = ["PALETTE", "to_rgb_uint8", "overlay_masks", "save_figure", "draw_instances",
            "draw_anchors", "draw_proposals", "draw_gt_vs_pred", "draw_prediction_grid", "plot_losses",
@@ -48,9 +50,14 @@ LOSS_KEYS = ("loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "lo
 # Plumbing: images, figures, saving.
 # ----------------------------------------------------------------------------------------------------
 
+def _host(a):
+    """``a`` as a host (NumPy) array, if it is a device array; ``None`` and lists stay as they are."""
+    return a if a is None or isinstance(a, (list, tuple)) else to_numpy(a)
+
+
 def to_rgb_uint8(image) -> np.ndarray:
     """Any supported image layout (see the module docstring) -> ``uint8 (H, W, 3)``."""
-    a = np.asarray(image)
+    a = to_numpy(image)
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
     elif a.ndim == 3 and a.shape[-1] in (3, 4):
@@ -87,7 +94,7 @@ def overlay_masks(image, masks, colors=None, alpha: float = 0.45, outline: bool 
     ``colors`` ``(D, 3)`` uint8 defaults to :data:`PALETTE` in order.
     """
     out = to_rgb_uint8(image).astype(np.float64)
-    masks = np.asarray(masks).astype(bool).reshape((-1,) + out.shape[:2])
+    masks = to_numpy(masks).astype(bool).reshape((-1,) + out.shape[:2])
     for d, m in enumerate(masks):
         c = (_colour(d) if colors is None else np.asarray(colors[d])).astype(np.float64)
         out[m] = (1.0 - alpha) * out[m] + alpha * c
@@ -141,7 +148,7 @@ def _finish(fig: Figure, save_path) -> Figure:
 
 
 def _as_boxes(boxes) -> np.ndarray:
-    b = np.asarray([] if boxes is None else boxes, np.float64)
+    b = np.asarray([] if boxes is None else _host(boxes), np.float64)
     if b.size and (b.ndim != 2 or b.shape[1] != 4):
         raise ValueError(f"boxes: expected shape (D, 4), got {b.shape}")
     return b.reshape(-1, 4)
@@ -162,6 +169,7 @@ def _instances_panel(image, boxes, labels, scores, masks, class_names, score_thr
     and their captions."""
     img = to_rgb_uint8(image)
     b = _as_boxes(boxes)
+    labels, scores, masks = _host(labels), _host(scores), _host(masks)
     n = len(b) if boxes is not None else (0 if masks is None else len(masks))
     keep = np.ones(n, bool)
     if scores is not None:
@@ -251,7 +259,7 @@ def draw_gt_vs_pred(image, gt: dict, pred: dict, class_names=None, *, score_thre
     fig, (ax_l, ax_r) = _image_panels([left, right], zoom)
     draw_l(ax_l)
     draw_r(ax_r)
-    n_pred = (np.asarray(pred.get("scores", [])) >= score_thresh).sum()
+    n_pred = (np.asarray(_host(pred.get("scores", []))) >= score_thresh).sum()
     _title(ax_l, f"ground truth ({len(_as_boxes(gt.get('boxes')))})")
     _title(ax_r, f"prediction ({n_pred} with score >= {score_thresh:g})")
     return _finish(fig, save_path)

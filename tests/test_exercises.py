@@ -104,3 +104,18 @@ def test_notebooks_hold_stubs_not_solutions(path):
         assert "raise NotImplementedError  # your code here" in body, f"{path.name}: {fn} is not a stub"
         assert "return" not in body, f"{path.name}: {fn} holds a solution"
     assert not any("course_solutions" in src for src in code)     # the solutions stay out of sight
+
+
+def test_exercises_are_checked_on_numpy_under_a_gpu_backend(capsys):
+    """A notebook run with MRCNN_BACKEND=cupy checks its exercises too: the cases are host arrays, so
+    the check runs the learner's code and the reference on the numpy backend, then puts the
+    notebook's backend back."""
+    import mrcnn_np
+    cupy_on_cpu = pytest.importorskip("cupy_on_cpu")
+    if cupy_on_cpu.GXX is None:
+        pytest.skip("g++ not found: the CuPy stand-in needs it")
+    import cupy_strict
+    with cupy_strict.activate():
+        for name in ("bilinear_sample", "bilinear_sample_backward", "sigmoid_mask_backward"):
+            assert check(name, EXERCISES[name].solution), capsys.readouterr().out
+            assert mrcnn_np.get_backend().name == "cupy"

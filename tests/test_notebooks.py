@@ -1,7 +1,10 @@
 """Every notebook runs top to bottom with the project's own code (its asserts are its checks), in fast mode
 (``MRCNN_FAST=1``: small data, short runs, the committed ablation results instead of training), and shows
-at least one picture inline."""
+at least one picture inline, on the ``numpy`` backend and on ``cupy`` through the strict CuPy stand-in
+(``tests/cupy_strict.py``: device arrays of their own type, so a NumPy array handed to the model or an op,
+or a device array handed to NumPy or matplotlib, fails as it would on a GPU)."""
 import json
+import os
 import pathlib
 import time
 
@@ -87,15 +90,52 @@ def test_no_measured_number_is_typed_into_prose(path):
     assert not typed, f"{path.name}: numbers in Markdown that no cell prints: {typed}"
 
 
+TESTS_DIR = pathlib.Path(__file__).resolve().parent
+
+#: The notebook kernel is a process of its own: this startup hook, on its PYTHONPATH with tests/, installs
+#: the stand-in as ``cupy`` there before the first cell runs (the first cell then selects ``cupy``).
+STANDIN_SITECUSTOMIZE = """\
+import os
+if os.environ.get("MRCNN_CUPY_STANDIN") == "1":
+    import cupy_strict
+    cupy_strict.install()
+"""
+
+
+@pytest.fixture(scope="module")
+def standin_site(tmp_path_factory):
+    site = tmp_path_factory.mktemp("cupy_standin_site")
+    (site / "sitecustomize.py").write_text(STANDIN_SITECUSTOMIZE)
+    return site
+
+
+def _kernel_backend(backend, monkeypatch, standin_site):
+    """Environment for the kernel nbclient starts: MRCNN_BACKEND, and for "cupy-standin" the hook."""
+    if backend == "numpy":
+        monkeypatch.setenv("MRCNN_BACKEND", "numpy")
+        return
+    import cupy_on_cpu
+    if cupy_on_cpu.GXX is None:
+        pytest.skip("g++ not found: the CuPy stand-in runs the CUDA kernels compiled by it")
+    monkeypatch.setenv("MRCNN_BACKEND", "cupy")
+    monkeypatch.setenv("MRCNN_CUPY_STANDIN", "1")
+    paths = [str(standin_site), str(TESTS_DIR)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cupy-standin"])
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def test_notebook_runs(path, backend, tmp_path, monkeypatch, standin_site):
     monkeypatch.setenv("MRCNN_FAST", "1")
+    _kernel_backend(backend, monkeypatch, standin_site)
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     t0 = time.perf_counter()
     client.execute()     # raises CellExecutionError, with the failing cell, on any error
-    print(f"{path.name}: {time.perf_counter() - t0:.1f} s")
+    print(f"{path.name} ({backend}): {time.perf_counter() - t0:.1f} s")
+    first = "".join(o.get("text", "") for o in next(c for c in nb.cells if c.cell_type == "code").outputs)
+    assert f"backend: {backend.removesuffix('-standin')}" in first       # the kernel ran the backend named
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
     assert images, f"{path.name} showed no picture"
