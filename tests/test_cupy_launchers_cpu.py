@@ -200,3 +200,17 @@ def test_r50_tiny_detects_the_same_under_cupy(cp):
     assert np.allclose(np.asarray(got["scores"]), ref["scores"], atol=1e-5)
     assert np.asarray(got["masks"]).shape == ref["masks"].shape == (len(ref["boxes"]), 120, 150)
     assert (np.asarray(got["masks"]) != ref["masks"]).mean() < 1e-3
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_empty_batches(cp, dt):
+    """No RoIs (a model that detects nothing): the mask head's convs, deconv and GroupNorm get a batch
+    of 0 and must return empty arrays of the right shape, as the reference does."""
+    rng = np.random.default_rng(0)
+    x = np.zeros((0, 4, 14, 14), dt)
+    check_pair(cp, "conv2d", (x, rng.standard_normal((4, 4, 3, 3)).astype(dt), np.ones(4, dt)),
+               dict(stride=1, padding=1), dt)
+    check_pair(cp, "conv_transpose2d", (x, rng.standard_normal((4, 4, 2, 2)).astype(dt), None),
+               dict(stride=2, padding=0), dt)
+    check_pair(cp, "group_norm", (np.zeros((0, 8, 5, 4), dt), np.ones(8, dt), np.zeros(8, dt)),
+               dict(num_groups=4), dt)

@@ -59,7 +59,7 @@ def group_norm_forward(x, gamma, beta, num_groups, eps=1e-5):
     """
     g = check_group_norm_args(x, gamma, beta, num_groups, eps)
     n, c, h, w = x.shape
-    xg = x.reshape(n, g, -1)                                    # (N, C, H, W) -> (N, G, C/G*H*W)
+    xg = x.reshape(n, g, (c // g) * h * w)                      # (N, C, H, W) -> (N, G, C/G*H*W)
     mu = xg.mean(axis=2, keepdims=True)
     xc = xg - mu
     var = (xc * xc).mean(axis=2, keepdims=True)
@@ -75,8 +75,9 @@ def group_norm_backward(dout, cache):
     n, c, h, w = x_hat.shape
     dbeta = dout.sum(axis=(0, 2, 3))
     dgamma = (dout * x_hat).sum(axis=(0, 2, 3))
-    dxhat = (dout * gamma.reshape(1, c, 1, 1)).reshape(n, g, -1)  # (N, G, C/G*H*W)
-    xh = x_hat.reshape(n, g, -1)
+    m = (c // g) * h * w                                          # numbers per group
+    dxhat = (dout * gamma.reshape(1, c, 1, 1)).reshape(n, g, m)   # (N, G, C/G*H*W)
+    xh = x_hat.reshape(n, g, m)
     dx = (dxhat - dxhat.mean(axis=2, keepdims=True)
           - xh * (dxhat * xh).mean(axis=2, keepdims=True)) * inv_std
     return dx.reshape(n, c, h, w), dgamma, dbeta

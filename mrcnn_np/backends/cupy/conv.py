@@ -46,7 +46,7 @@ def _col2im(cols, shape, kh, kw, stride, pad, out_h, out_w):
 
 def _nchw(rows, n, h, w):
     """(N*H*W, C) rows -> a contiguous (N, C, H, W) array."""
-    return cupy.ascontiguousarray(rows.reshape(n, h, w, -1).transpose(0, 3, 1, 2))
+    return cupy.ascontiguousarray(rows.reshape(n, h, w, rows.shape[1]).transpose(0, 3, 1, 2))
 
 
 @register("cupy", "conv2d_forward")

@@ -112,7 +112,7 @@ def _col2im(cols, shape, kh, kw, stride, padding, out_h, out_w):
 def _to_nchw(rows, n, h, w):
     """(N*H*W, C) rows -> a contiguous (N, C, H, W) array."""
     xp = array_module()
-    return xp.ascontiguousarray(rows.reshape(n, h, w, -1).transpose(0, 3, 1, 2))
+    return xp.ascontiguousarray(rows.reshape(n, h, w, rows.shape[1]).transpose(0, 3, 1, 2))
 
 
 @register("numba-cuda", "conv2d_forward")

@@ -137,7 +137,7 @@ def group_norm_forward(x, gamma, beta, num_groups, eps=1e-5):
     xp = array_module()
     n, c, h, w = x.shape
     g = int(num_groups)
-    rows = x.reshape(n * g, -1)                  # (N, C, H, W) -> (N*G, C/G*H*W), a view
+    rows = x.reshape(n * g, (c // g) * h * w)    # (N, C, H, W) -> (N*G, C/G*H*W), a view
     y = xp.empty_like(rows)
     x_hat = xp.empty_like(rows)
     inv_std = xp.empty(n * g, dtype=x.dtype)
@@ -155,8 +155,8 @@ def group_norm_backward(dout, cache):
     dout = dout.astype(x_hat.dtype, copy=False)
     kernels = _kernels(x_hat.dtype)
     dx = xp.empty((n * g, (c // g) * h * w), dtype=x_hat.dtype)
-    launch_blocks(kernels.backward_x, n * g, REDUCE_THREADS, dout.reshape(n * g, -1),
-                  x_hat.reshape(n * g, -1), gamma, inv_std, c // g, h * w, dx)
+    launch_blocks(kernels.backward_x, n * g, REDUCE_THREADS, dout.reshape(n * g, (c // g) * h * w),
+                  x_hat.reshape(n * g, (c // g) * h * w), gamma, inv_std, c // g, h * w, dx)
     dgamma = xp.empty(c, dtype=x_hat.dtype)
     dbeta = xp.empty(c, dtype=x_hat.dtype)
     launch_blocks(kernels.backward_params, c, REDUCE_THREADS, dout.reshape(n, c, h * w),
