@@ -14,11 +14,13 @@ catches it before a GPU ever runs the code.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import hashlib
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import types
 from pathlib import Path
@@ -165,3 +167,38 @@ def make_module() -> types.ModuleType:
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
     cp.__getattr__ = lambda name: getattr(np, name)
     return cp
+
+
+def _cupy_modules() -> list[str]:
+    return [k for k in sys.modules
+            if k == "cupy" or k.startswith("cupy.") or k.startswith("mrcnn_np.backends.cupy.")]
+
+
+@contextlib.contextmanager
+def activate(make=make_module):
+    """``make()`` (a stand-in module) becomes ``cupy`` and the ``cupy`` backend is active for the
+    block; afterwards the modules, the kernel registry, the loaded backends and the active backend are
+    put back (launchers bound to a stand-in must not outlive it: a real CuPy later in the session
+    would find them)."""
+    import mrcnn_np
+    from mrcnn_np import backend, dispatch
+    from mrcnn_np.backends.cupy import _module
+    saved = {k: sys.modules.pop(k) for k in _cupy_modules()}
+    saved_kernels, saved_loaded = dict(dispatch._KERNELS), dict(backend._loaded)
+    previous = backend.get_backend().name
+    backend._loaded.pop("cupy", None)
+    sys.modules["cupy"] = cp = make()
+    _module.clear_cache()
+    try:
+        mrcnn_np.set_backend("cupy")
+        yield cp
+    finally:
+        mrcnn_np.set_backend(previous)
+        for k in _cupy_modules():
+            del sys.modules[k]
+        sys.modules.update(saved)
+        dispatch._KERNELS.clear()
+        dispatch._KERNELS.update(saved_kernels)
+        backend._loaded.clear()
+        backend._loaded.update(saved_loaded)
+        _module.clear_cache()

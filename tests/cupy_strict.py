@@ -500,33 +500,9 @@ class _RandomProxy:
 @contextlib.contextmanager
 def activate():
     """Make this stand-in ``cupy`` and the ``cupy`` backend active for the block; everything it
-    touched is put back afterwards (launchers bound to the stand-in must not outlive it)."""
-    import mrcnn_np
-    from mrcnn_np import backend, dispatch
-    from mrcnn_np.backends.cupy import _module
-
-    def ours():
-        return [k for k in sys.modules
-                if k == "cupy" or k.startswith("cupy.") or k.startswith("mrcnn_np.backends.cupy.")]
-    saved = {k: sys.modules.pop(k) for k in ours()}
-    saved_kernels, saved_loaded = dict(dispatch._KERNELS), dict(backend._loaded)
-    backend._loaded.pop("cupy", None)
-    previous = backend.get_backend().name
-    sys.modules["cupy"] = cp = make_module()
-    _module.clear_cache()
-    try:
-        mrcnn_np.set_backend("cupy")
+    touched is put back afterwards (:func:`cupy_on_cpu.activate`)."""
+    with cupy_on_cpu.activate(make_module) as cp:
         yield cp
-    finally:
-        mrcnn_np.set_backend(previous)
-        for k in ours():
-            del sys.modules[k]
-        sys.modules.update(saved)
-        dispatch._KERNELS.clear()
-        dispatch._KERNELS.update(saved_kernels)
-        backend._loaded.clear()
-        backend._loaded.update(saved_loaded)
-        _module.clear_cache()
 
 
 def install():
@@ -536,8 +512,7 @@ def install():
     import mrcnn_np
     from mrcnn_np import backend
     from mrcnn_np.backends.cupy import _module
-    for k in [k for k in sys.modules
-              if k == "cupy" or k.startswith("cupy.") or k.startswith("mrcnn_np.backends.cupy.")]:
+    for k in cupy_on_cpu._cupy_modules():
         del sys.modules[k]
     backend._loaded.pop("cupy", None)
     sys.modules["cupy"] = cp = make_module()

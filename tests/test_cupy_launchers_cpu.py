@@ -9,13 +9,12 @@ runs, bigger, with the real CuPy on a GPU.
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pytest
 
 import mrcnn_np
-from mrcnn_np import backend, dispatch
+from mrcnn_np import dispatch
 from mrcnn_np import functional as F
 from mrcnn_np.backends.cupy import _module
 
@@ -28,30 +27,12 @@ pytestmark = pytest.mark.skipif(
 DTYPES = [np.float32, np.float64]
 
 
-def _cupy_modules():
-    return [k for k in sys.modules
-            if k == "cupy" or k.startswith("cupy.") or k.startswith("mrcnn_np.backends.cupy.")]
-
-
 @pytest.fixture
-def cp(monkeypatch):
+def cp():
     """The cupy backend, active, on the stand-in; everything it touched is put back afterwards (a
     real CuPy later in the session must not find launchers bound to the stand-in)."""
-    saved = {k: sys.modules.pop(k) for k in _cupy_modules()}
-    shim = cupy_on_cpu.make_module()
-    sys.modules["cupy"] = shim
-    monkeypatch.setattr(dispatch, "_KERNELS", dict(dispatch._KERNELS))
-    monkeypatch.setattr(backend, "_loaded", {k: v for k, v in backend._loaded.items() if k != "cupy"})
-    _module.clear_cache()
-    try:
-        mrcnn_np.set_backend("cupy")
+    with cupy_on_cpu.activate() as shim:
         yield shim
-    finally:
-        mrcnn_np.set_backend("numpy")
-        for k in _cupy_modules():
-            del sys.modules[k]
-        sys.modules.update(saved)
-        _module.clear_cache()
 
 
 def test_cupy_backend_registers_every_kernel(cp):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import mrcnn_np
-from mrcnn_np import backend, dispatch
+from mrcnn_np import dispatch
 from mrcnn_np import functional as F
 from mrcnn_np.detection import postprocess
 from mrcnn_np.ops import paste as ops_paste
@@ -276,33 +276,14 @@ def test_detections_to_original_under_numba_equals_numpy(numba_backend, mode):
 
 
 # ---------------------------------------------------------------------- cupy, on the CPU stand-in
-def _cupy_modules():
-    return [k for k in sys.modules
-            if k == "cupy" or k.startswith("cupy.") or k.startswith("mrcnn_np.backends.cupy.")]
-
-
 @pytest.fixture
-def cp(monkeypatch):
+def cp():
     """The cupy backend on :mod:`cupy_on_cpu` (NumPy arrays; the launcher's ``kernels/paste.cu``
     compiled by g++), as in tests/test_cupy_launchers_cpu.py; everything is put back afterwards."""
     if cupy_on_cpu.GXX is None:
         pytest.skip("g++ not found: the CPU emulation of the CUDA kernels needs it")
-    from mrcnn_np.backends.cupy import _module
-    saved = {k: sys.modules.pop(k) for k in _cupy_modules()}
-    shim = cupy_on_cpu.make_module()
-    sys.modules["cupy"] = shim
-    monkeypatch.setattr(dispatch, "_KERNELS", dict(dispatch._KERNELS))
-    monkeypatch.setattr(backend, "_loaded", {k: v for k, v in backend._loaded.items() if k != "cupy"})
-    _module.clear_cache()
-    try:
-        mrcnn_np.set_backend("cupy")
+    with cupy_on_cpu.activate() as shim:
         yield shim
-    finally:
-        mrcnn_np.set_backend("numpy")
-        for k in _cupy_modules():
-            del sys.modules[k]
-        sys.modules.update(saved)
-        _module.clear_cache()
 
 
 @pytest.mark.parametrize("dt", DTYPES)
