@@ -55,8 +55,8 @@ from ..functional import batched_nms
 from ..functional import interpolate_bilinear
 from ..ops._check import values_on_host
 
-__all__ = ["postprocess_boxes", "postprocess_boxes_batch", "select_class_masks", "paste_masks", "paste_masks_torchvision",
-           "postprocess_masks", "detections_to_original", "PASTE_MODES"]
+__all__ = ["postprocess_boxes", "postprocess_boxes_batch", "select_class_masks", "paste_masks",
+           "paste_masks_torchvision", "postprocess_masks", "detections_to_original", "PASTE_MODES"]
 
 #: ``paste_masks(mode=...)``: our pixel-centre sampling, or torchvision's ``paste_masks_in_image``.
 PASTE_MODES = ("centres", "torchvision")
@@ -68,18 +68,10 @@ def _softmax(x):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def postprocess_boxes(class_logits, box_deltas, proposals, image_size, score_thresh: float = 0.05,
-                      nms_thresh: float = 0.5, detections_per_img: int = 100, min_size: float = 1e-2,
-                      box_coder: BoxCoder | None = None):
-    """Box-head outputs of one image -> detections.
-
-    class_logits ``(R, K+1)``; box_deltas ``(R, 4(K+1))`` or ``(R, 4K)``; proposals ``(R, 4)``;
-    image_size ``(h, w)``. Defaults follow torchvision (score > 0.05, NMS 0.5, 100 per image,
-    ``BoxCoder((10, 10, 5, 5))``).
-    Returns ``{"boxes": (D, 4), "scores": (D,), "labels": (D,) int64 in 1..K}``, by decreasing score.
-    """
+def _per_class_boxes(class_logits, box_deltas, proposals, box_coder):
+    """The argument check, then each RoI's box decoded for every class and the class scores:
+    ``(boxes (R, K, 4) unclipped, scores (R*K,))``, background left out."""
     check_boxes("proposals", proposals)
-    xp = get_array_module(class_logits)
     if class_logits.ndim != 2 or class_logits.shape[0] != proposals.shape[0] or class_logits.shape[1] < 2:
         raise ValueError(f"class_logits: expected shape ({proposals.shape[0]}, K+1) with K >= 1, got "
                          f"{tuple(class_logits.shape)}")
@@ -92,8 +84,23 @@ def postprocess_boxes(class_logits, box_deltas, proposals, image_size, score_thr
     boxes = box_coder.decode(box_deltas, proposals).reshape(r, box_deltas.shape[1] // 4, 4)  # (R, C, 4)
     if boxes.shape[1] == k1:
         boxes = boxes[:, 1:]                                              # drop the background group
+    return boxes, _softmax(class_logits)[:, 1:].reshape(-1)               # (R, K) -> (R*K,)
+
+
+def postprocess_boxes(class_logits, box_deltas, proposals, image_size, score_thresh: float = 0.05,
+                      nms_thresh: float = 0.5, detections_per_img: int = 100, min_size: float = 1e-2,
+                      box_coder: BoxCoder | None = None):
+    """Box-head outputs of one image -> detections.
+
+    class_logits ``(R, K+1)``; box_deltas ``(R, 4(K+1))`` or ``(R, 4K)``; proposals ``(R, 4)``;
+    image_size ``(h, w)``. Defaults follow torchvision (score > 0.05, NMS 0.5, 100 per image,
+    ``BoxCoder((10, 10, 5, 5))``).
+    Returns ``{"boxes": (D, 4), "scores": (D,), "labels": (D,) int64 in 1..K}``, by decreasing score.
+    """
+    xp = get_array_module(class_logits)
+    boxes, scores = _per_class_boxes(class_logits, box_deltas, proposals, box_coder)
+    r, k1 = class_logits.shape
     boxes = clip_boxes(boxes, tuple(image_size)).reshape(-1, 4)           # (R, K, 4) -> (R*K, 4)
-    scores = _softmax(class_logits)[:, 1:].reshape(-1)                    # (R, K) -> (R*K,)
     labels = xp.tile(xp.arange(1, k1, dtype=xp.int64), r)                 # (R*K,): 1..K, 1..K, ...
     keep = xp.nonzero(scores > score_thresh)[0]
     keep = keep[remove_small_boxes(boxes[keep], min_size)]
@@ -125,17 +132,12 @@ def postprocess_boxes_batch(class_logits, box_deltas, proposals, counts, image_s
     if len(image_sizes) != n or sum(counts) != proposals.shape[0]:
         raise ValueError(f"counts: expected one count per image ({len(image_sizes)} image sizes) "
                          f"summing to the {proposals.shape[0]} proposals, got {counts}")
-    check_boxes("proposals", proposals)
+    boxes, scores = _per_class_boxes(class_logits, box_deltas, proposals, box_coder)
     r, k1 = class_logits.shape
     k = k1 - 1
-    box_coder = box_coder or BoxCoder((10.0, 10.0, 5.0, 5.0))
-    boxes = box_coder.decode(box_deltas, proposals).reshape(r, box_deltas.shape[1] // 4, 4)
-    if boxes.shape[1] == k1:
-        boxes = boxes[:, 1:]                                              # drop the background group
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
     boxes = xp.concatenate([clip_boxes(boxes[starts[i]:starts[i + 1]], tuple(image_sizes[i]))
-                            for i in range(n)]).reshape(-1, 4) if r else boxes.reshape(-1, 4)
-    scores = _softmax(class_logits)[:, 1:].reshape(-1)                    # (R*K,)
+                            for i in range(n)]).reshape(-1, 4) if n else boxes.reshape(-1, 4)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     valid = to_numpy((scores > score_thresh) & (w >= min_size) & (h >= min_size))   # one read
     image = np.repeat(np.arange(n), np.asarray(counts) * k)               # (R*K,) on the host
